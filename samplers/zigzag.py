@@ -99,13 +99,13 @@ def evaluations(steps: int, lambda_steps: int, rounds: int, gamma1: float, gamma
             "plain_calls": steps * evals_per_step}
 
 
-def check_args(steps: int, lambda_steps: int, rounds: int, inversion: str) -> None:
-    """Raise ValueError naming the bad input."""
-    if steps < 1:
+def check_args(steps: Optional[int], lambda_steps: int, rounds: int, inversion: str) -> None:
+    """Raise ValueError naming the bad input (``steps`` None: not known yet)."""
+    if steps is not None and steps < 1:
         raise ValueError(f"steps must be >= 1 (got {steps})")
     if lambda_steps < 0:
         raise ValueError(f"zigzag_steps (lambda) must be >= 0 (got {lambda_steps})")
-    if lambda_steps >= steps and lambda_steps > 0:
+    if steps is not None and lambda_steps >= steps and lambda_steps > 0:
         raise ValueError(f"zigzag_steps (lambda) must be smaller than the number of sampling steps "
                          f"(got lambda={lambda_steps}, steps={steps}); the paper uses steps - 1")
     if rounds < 1:

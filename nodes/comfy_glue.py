@@ -1,0 +1,138 @@
+"""What every node of the pack needs from ComfyUI: one place that knows
+ComfyUI's internals (guided evaluation with an overridden guidance, branch
+skipping, progress and previews over model evaluations), shared by the
+reflection samplers.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import torch
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+
+# Model evaluations per step of ComfyUI's samplers that are not single-evaluation
+# (used only to size the progress bar; the bar is clamped to what really ran).
+EVALS_PER_STEP = {
+    "heun": 2, "heunpp2": 2, "dpm_2": 2, "dpm_2_ancestral": 2, "dpmpp_2s_ancestral": 2,
+    "dpmpp_2s_ancestral_cfg_pp": 2, "dpmpp_sde": 2, "dpmpp_sde_gpu": 2, "exp_heun_2_x0": 2,
+    "exp_heun_2_x0_sde": 2, "seeds_2": 2, "seeds_3": 3, "sa_solver_pece": 2,
+}
+
+
+def fix_empty_latent_channels(model, latent: dict) -> torch.Tensor:
+    """comfy.sample.fix_empty_latent_channels across ComfyUI versions."""
+    fn = comfy.sample.fix_empty_latent_channels
+    if "downscale_ratio_spacial" in inspect.signature(fn).parameters:
+        return fn(model, latent["samples"], latent.get("downscale_ratio_spacial", None))
+    return fn(model, latent["samples"])
+
+
+def input_scale_fn(model_sampling):
+    """c_in(sigma) of a ComfyUI model_sampling object, as a scalar tensor."""
+    def c_in(sigma):
+        sigma = torch.as_tensor(sigma).reshape(1)
+        return model_sampling.calculate_input(sigma, torch.ones_like(sigma)).reshape(())
+    return c_in
+
+
+def guidance_options(model_options: dict, scale: float) -> dict:
+    """model_options that make a CFG guider (anything built on ComfyUI's
+    ``sampling_function``: CFGGuider, KSampler, ControlNet and hooks on the
+    conditionings included) evaluate with guidance ``scale`` instead of its own
+    cfg, and evaluate only the branch that guidance needs: the unconditional
+    one for 0, the conditional one for 1. Existing ``sampler_cfg_function`` and
+    ``sampler_calc_cond_batch_function`` patches are kept and called.
+    """
+    opts = model_options.copy()
+    opts["disable_cfg1_optimization"] = True  # we decide which branch is needed, not the guider's cfg
+    orig_cfg = model_options.get("sampler_cfg_function")
+    orig_calc = model_options.get("sampler_calc_cond_batch_function")
+
+    def cfg_function(args):
+        args = dict(args)
+        args["cond_scale"] = scale
+        if orig_cfg is not None:
+            return orig_cfg(args)
+        return args["uncond"] + (args["cond"] - args["uncond"]) * scale
+
+    def calc(args, conds):
+        if orig_calc is not None:
+            return orig_calc({**args, "conds": conds})
+        return comfy.samplers.calc_cond_batch(args["model"], conds, args["input"], args["sigma"], args["model_options"])
+
+    def calc_cond_batch(args):
+        cond, uncond = args["conds"][0], args["conds"][1]
+        if scale == 0.0 and uncond is not None:
+            out = calc(args, [uncond])[0]
+            return [out, out]
+        if math.isclose(scale, 1.0) or uncond is None:
+            out = calc(args, [cond])[0]
+            return [out, out]
+        return calc(args, [cond, uncond])
+
+    opts["sampler_cfg_function"] = cfg_function
+    opts["sampler_calc_cond_batch_function"] = calc_cond_batch
+    return opts
+
+
+class EvalProgress:
+    """Wraps ComfyUI's k-diffusion model (``model_k``) to report progress and a
+    preview after every model evaluation, and to honour interrupts between
+    evaluations. Attribute access falls through to the wrapped model so the
+    samplers that look inside it keep working."""
+
+    def __init__(self, model_k, callback, total: int):
+        self._model = model_k
+        self._callback = callback
+        self.total = max(int(total), 1)
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def __call__(self, x, sigma, **kwargs):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        out = self._model(x, sigma, **kwargs)
+        self.calls += 1
+        if self._callback is not None:
+            self._callback(min(self.calls, self.total) - 1, out, x, self.total)
+        return out
+
+
+def base_sampler(sampler_name: str):
+    """ComfyUI's KSAMPLER for a sampler name, with a clear error for unknown names."""
+    if sampler_name not in comfy.samplers.SAMPLER_NAMES:
+        raise ValueError(f"sampler_name {sampler_name!r} is not one of ComfyUI's samplers: "
+                         f"{', '.join(comfy.samplers.SAMPLER_NAMES)}")
+    return comfy.samplers.sampler_object(sampler_name)
+
+
+def run_sampler_segment(sampler, model, x, sigmas, extra_args):
+    """Run a ComfyUI sampler function over a piece of a schedule (its own
+    noise scaling is not applied: ``x`` is already at ``sigmas[0]``)."""
+    return sampler.sampler_function(model, x, sigmas, extra_args=extra_args, callback=None, disable=True,
+                                    **sampler.extra_options)
+
+
+def sample_with(model, sampler, sigmas, positive, negative, cfg, latent: dict, seed: int, steps_for_bar: int):
+    """KSampler's path (seeds, batch_index, noise masks, previews) with any
+    SAMPLER object: what ``nodes.common_ksampler`` does, with ``sample_custom``."""
+    latent_image = fix_empty_latent_channels(model, latent)
+    batch_inds = latent.get("batch_index", None)
+    noise = comfy.sample.prepare_noise(latent_image, seed, batch_inds)
+    noise_mask = latent.get("noise_mask", None)
+    callback = latent_preview.prepare_callback(model, steps_for_bar)
+    disable_pbar = not comfy.utils.PROGRESS_BAR_ENABLED
+    samples = comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent_image,
+                                         noise_mask=noise_mask, callback=callback, disable_pbar=disable_pbar, seed=seed)
+    out = latent.copy()
+    out.pop("downscale_ratio_spacial", None)
+    out["samples"] = samples
+    return out

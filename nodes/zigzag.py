@@ -1,0 +1,236 @@
+"""ComfyUI nodes for Z-Sampling (samplers/zigzag.py).
+
+* ``ZigzagKSampler``: all in one, inputs like KSampler plus gamma_2, lambda, T_max.
+* ``SamplerZigzag``: a SAMPLER for SamplerCustomAdvanced; gamma_1 is the
+  guider's cfg, so it composes with CFGGuider, model patches, ControlNet and
+  hooks on the conditionings.
+* ``ZigzagReferenceScheduler``: the paper's DDIM schedule as SIGMAS.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import comfy.samplers
+from comfy_api.latest import io
+
+from ..samplers import zigzag as zz
+from . import comfy_glue as glue
+
+REFERENCE_SCHEDULER = "ddim_reference"
+CATEGORY = "sampling/reflect"
+
+INVERSION_TOOLTIP = (
+    "How the zag (inversion) step maps noise levels. 'published': what the reference code computes under the "
+    "diffusers it pins (0.22.3) and what produced the paper's results: the latent is read one step lower than it "
+    "is and returned at the lower level, then re-read at the higher one. 'paper': the inversion as the paper "
+    "writes it, from the lower level back to the higher one. In 'published' mode a cfg <= 1 turns guidance off "
+    "altogether, as in the reference, and inversion_cfg is then ignored.")
+
+
+class ZigzagSampler(comfy.samplers.KSAMPLER):
+    """A ComfyUI SAMPLER running Z-Sampling around a base sampler.
+
+    The first ``lambda_steps`` steps are reflected (zig with the base sampler
+    at the guider's cfg, zag with ``gamma2``); the rest run with the base
+    sampler in one call, so with ``lambda_steps = 0`` this is exactly the base
+    sampler.
+    """
+
+    def __init__(self, sampler_name: str, gamma2: float, lambda_steps: int, rounds: int, inversion: str,
+                 reference_scaling: bool = False):
+        zz.check_args(None, lambda_steps, rounds, inversion)
+        self.base = glue.base_sampler(sampler_name)
+        super().__init__(self._sample, inpaint_options=self.base.inpaint_options)
+        self.sampler_name = sampler_name
+        self.gamma2, self.lambda_steps, self.rounds = float(gamma2), int(lambda_steps), int(rounds)
+        self.inversion, self.reference_scaling = inversion, bool(reference_scaling)
+
+    def max_denoise(self, model_wrap, sigmas):
+        # reference start: a unit Gaussian in DDIM space, noise * sqrt(1 + sigma^2)
+        return True if self.reference_scaling else super().max_denoise(model_wrap, sigmas)
+
+    def total_calls(self, n_steps: int) -> int:
+        per = glue.EVALS_PER_STEP.get(self.sampler_name, 1)
+        return zz.evaluations(n_steps, self.lambda_steps, self.rounds, 2.0, 2.0, evals_per_step=per)["model_calls"]
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        n = len(sigmas) - 1
+        zz.check_args(n, self.lambda_steps, self.rounds, self.inversion)
+        self._callback, self._total = callback, self.total_calls(n)
+        self._guider = model_wrap
+        try:
+            # KSAMPLER.sample passes our callback through its own k_callback; ours reports per evaluation
+            return super().sample(model_wrap, sigmas, extra_args, None, noise, latent_image, denoise_mask, disable_pbar)
+        finally:
+            self._callback = self._guider = None
+
+    def _sample(self, model_k, x, sigmas, extra_args=None, callback=None, disable=None):
+        extra_args = {} if extra_args is None else extra_args
+        model = glue.EvalProgress(model_k, self._callback, self._total)
+        model_sampling = model_k.inner_model.inner_model.model_sampling
+        c_in = glue.input_scale_fn(model_sampling)
+        gamma1 = float(getattr(self._guider, "cfg", 1.0))
+        gamma2 = zz.zag_guidance(gamma1, self.gamma2, self.inversion)
+        zag_args = dict(extra_args)
+        zag_args["model_options"] = glue.guidance_options(extra_args.get("model_options", {}), gamma2)
+        s_in = x.new_ones([x.shape[0]])
+
+        def denoise_zag(x_in, sigma):
+            return model(x_in, sigma * s_in, **zag_args)
+
+        def zig_step(x, i):
+            return glue.run_sampler_segment(self.base, model, x, sigmas[i:i + 2], extra_args)
+
+        def finish(x, i):
+            return glue.run_sampler_segment(self.base, model, x, sigmas[i:], extra_args)
+
+        out = zz.sample_zigzag(None, denoise_zag, x, sigmas, self.lambda_steps, self.rounds, self.inversion,
+                               input_scale=c_in, zig_step=zig_step, finish=finish)
+        if self.reference_scaling and sigmas[-1] > 0:
+            # the reference returns the DDIM-space latent at alpha_bar[0]
+            out = out * (c_in(sigmas[-1]) / c_in(sigmas.new_zeros(())))
+        return out
+
+
+def reference_sigmas(model, steps: int, denoise: float = 1.0) -> torch.Tensor:
+    model_sampling = model.get_model_object("model_sampling")
+    return zz.ddim_reference_sigmas(model_sampling.sigmas.cpu(), steps, denoise)
+
+
+def schedule(model, sampler_name: str, scheduler: str, steps: int, denoise: float) -> torch.Tensor:
+    """KSampler's sigmas (same discard rules), or the reference DDIM schedule."""
+    if scheduler == REFERENCE_SCHEDULER:
+        return reference_sigmas(model, steps, denoise)
+    if scheduler not in comfy.samplers.SCHEDULER_NAMES:
+        raise ValueError(f"scheduler {scheduler!r} is not one of {comfy.samplers.SCHEDULER_NAMES + [REFERENCE_SCHEDULER]}")
+    return comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
+                                   scheduler=scheduler, denoise=denoise).sigmas
+
+
+def _inversion_inputs(default_sampler=None):
+    return [
+        io.Float.Input("inversion_cfg", default=0.0, min=-100.0, max=100.0, step=0.1, round=0.01,
+                       tooltip="gamma_2: guidance of the zag (inversion) step. The paper uses 0, which needs only "
+                               "the unconditional branch; 1 needs only the conditional one."),
+        io.Int.Input("zigzag_steps", default=49, min=0, max=10000,
+                     tooltip="lambda: how many of the first sampling steps are reflected (zig, zag, zig). Must be "
+                             "smaller than the number of steps; the paper uses steps - 1. 0 = plain sampling."),
+        io.Int.Input("rounds", default=1, min=1, max=100,
+                     tooltip="T_max: zag/zig rounds per reflected step. Each round costs one inversion and one "
+                             "denoising evaluation."),
+        io.Combo.Input("inversion", options=list(zz.INVERSION_MODES), default="published", tooltip=INVERSION_TOOLTIP),
+    ]
+
+
+class ZigzagKSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ZigzagKSampler",
+            display_name="Zigzag KSampler (Z-Sampling)",
+            category=CATEGORY,
+            description="Z-Sampling (Bai et al., ICLR 2025): for the first lambda steps, denoise with cfg, invert "
+                        "back up with inversion_cfg, and denoise again (T_max rounds). Paper setting: cfg 5.5, "
+                        "inversion_cfg 0, 50 steps, lambda 49, T_max 1, ddim with the ddim_reference schedule.",
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model (any type: epsilon, v-prediction, flow, EDM)."),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                             tooltip="Seed of the start noise, used exactly as KSampler uses it."),
+                io.Int.Input("steps", default=50, min=1, max=10000, tooltip="Sampling steps (the paper uses 50)."),
+                io.Float.Input("cfg", default=5.5, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="gamma_1: classifier-free guidance of the denoising (zig) steps."),
+                io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="ddim",
+                               tooltip="Sampler of the denoising steps. The paper uses DDIM ('ddim'); the reflected "
+                                       "steps run the sampler one step at a time, the rest in one go."),
+                io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES + [REFERENCE_SCHEDULER],
+                               default=REFERENCE_SCHEDULER,
+                               tooltip="'ddim_reference' is the paper's DDIM schedule (diffusers' leading spacing, "
+                                       "last step to alpha_bar[0]) with the reference's start noise and output "
+                                       "scaling, reproducing it to float precision; ComfyUI's schedulers also work."),
+                io.Conditioning.Input("positive", tooltip="Conditioning of the prompt."),
+                io.Conditioning.Input("negative", tooltip="Conditioning of the negative prompt (the unconditional branch)."),
+                io.Latent.Input("latent_image", tooltip="The latent to denoise (an empty latent for text-to-image)."),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Share of the schedule to run, as in KSampler (img2img below 1)."),
+                *_inversion_inputs(),
+            ],
+            outputs=[io.Latent.Output()],
+        )
+
+    @classmethod
+    def validate_inputs(cls, steps=None, zigzag_steps=None, rounds=None, inversion=None, **kwargs):
+        if steps is not None and zigzag_steps is not None and zigzag_steps > 0 and zigzag_steps >= steps:
+            return f"zigzag_steps (lambda = {zigzag_steps}) must be smaller than steps ({steps})"
+        return True
+
+    @classmethod
+    def execute(cls, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
+                inversion_cfg, zigzag_steps, rounds, inversion) -> io.NodeOutput:
+        zz.check_args(steps, zigzag_steps, rounds, inversion)
+        sampler = ZigzagSampler(sampler_name, inversion_cfg, zigzag_steps, rounds, inversion,
+                                reference_scaling=scheduler == REFERENCE_SCHEDULER)
+        if denoise <= 0.0:
+            return io.NodeOutput(latent_image)
+        sigmas = schedule(model, sampler_name, scheduler, steps, denoise)
+        out = glue.sample_with(model, sampler, sigmas, positive, negative, cfg, latent_image, seed,
+                               sampler.total_calls(len(sigmas) - 1))
+        return io.NodeOutput(out)
+
+
+class SamplerZigzag(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SamplerZigzag",
+            display_name="Sampler Zigzag (Z-Sampling)",
+            category=CATEGORY,
+            description="Z-Sampling as a SAMPLER for SamplerCustomAdvanced. The denoising guidance gamma_1 is the "
+                        "guider's cfg (CFGGuider); the inversion guidance is set here. Guiders built on ComfyUI's "
+                        "CFG function honour inversion_cfg and skip unneeded branches.",
+            inputs=[
+                io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="ddim",
+                               tooltip="Base sampler of the denoising steps (the paper uses DDIM: 'ddim')."),
+                *_inversion_inputs(),
+                io.Boolean.Input("reference_scaling", default=False,
+                                 tooltip="Scale the start noise and the output as the reference DDIM loop does "
+                                         "(unit Gaussian in DDIM space; output at alpha_bar[0] in DDIM space). Use "
+                                         "with ZigzagReferenceScheduler to reproduce the paper exactly."),
+            ],
+            outputs=[io.Sampler.Output()],
+        )
+
+    @classmethod
+    def execute(cls, sampler_name, inversion_cfg, zigzag_steps, rounds, inversion, reference_scaling) -> io.NodeOutput:
+        return io.NodeOutput(ZigzagSampler(sampler_name, inversion_cfg, zigzag_steps, rounds, inversion,
+                                           reference_scaling))
+
+
+class ZigzagReferenceScheduler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ZigzagReferenceScheduler",
+            display_name="DDIM Reference Scheduler (Z-Sampling)",
+            category=CATEGORY,
+            description="The DDIM schedule of the Z-Sampling and W2SD reference code: diffusers' 'leading' timestep "
+                        "spacing with steps_offset 1 (981, 961, ..., 1 for 50 steps), the last step going to "
+                        "alpha_bar[0] (sigma ~ 0.029) instead of 0.",
+            inputs=[
+                io.Model.Input("model", tooltip="Model whose noise levels are used."),
+                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Number of DDIM steps."),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Share of the schedule to run (img2img below 1), as BasicScheduler."),
+            ],
+            outputs=[io.Sigmas.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, steps, denoise) -> io.NodeOutput:
+        if denoise <= 0.0:
+            return io.NodeOutput(torch.FloatTensor([]))
+        return io.NodeOutput(reference_sigmas(model, steps, denoise))
+
+
+NODES = [ZigzagKSampler, SamplerZigzag, ZigzagReferenceScheduler]
