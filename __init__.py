@@ -1,23 +1,15 @@
 """ComfyUI-Reflect: inference-time quality methods for diffusion models.
 
 ComfyUI imports this folder as a custom node package and calls
-``comfy_entrypoint()`` (V3 node API).
+``comfy_entrypoint()`` (V3 node API). The nodes are imported when ComfyUI asks
+for them, so importing this package alone needs no ComfyUI.
 """
-
-from comfy_api.latest import ComfyExtension, io
-from typing_extensions import override
 
 WEB_DIRECTORY = "./js"
 
 
-class ReflectExtension(ComfyExtension):
-    @override
-    async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        from .nodes import NODE_LIST
-        return list(NODE_LIST)
-
-
-async def comfy_entrypoint() -> ReflectExtension:
+async def comfy_entrypoint():
+    from .nodes import ReflectExtension
     return ReflectExtension()
 
 

@@ -1,5 +1,14 @@
 """ComfyUI adapters of the methods in ``samplers/`` (V3 node API)."""
 
+from comfy_api.latest import ComfyExtension, io
+from typing_extensions import override
+
 from . import zigzag
 
 NODE_LIST = [*zigzag.NODES]
+
+
+class ReflectExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODE_LIST)

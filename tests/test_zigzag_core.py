@@ -1,0 +1,89 @@
+"""Z-Sampling core: arguments, evaluation counts, the generalised inversion."""
+
+import pytest
+import torch
+
+from samplers import zigzag as zz
+
+
+def test_paper_setting_counts():
+    ev = zz.evaluations(50, 49, 1, 5.5, 0.0)
+    assert ev["reference"] == 296  # 2 per plain step, 2 + 4 T_max per reflected step
+    assert ev["minimal"] == 247
+    assert ev["model_calls"] == 50 + 49 * 2
+    assert zz.evaluations(50, 49, 2, 5.5, 0.0)["minimal"] == 100 + 49 * 2 * 3
+    # gamma_2 = 1: conditional branch only; gamma_1 <= 1 in published mode: no CFG at all
+    assert zz.evaluations(50, 49, 1, 5.5, 1.0)["minimal"] == 247
+    assert zz.evaluations(50, 49, 1, 1.0, 0.0, "published")["minimal"] == 50 + 49 * 2
+    assert zz.evaluations(50, 49, 1, 1.0, 0.0, "paper")["minimal"] == 50 + 49 * 2
+
+
+def test_zag_guidance_rule():
+    assert zz.zag_guidance(5.5, 0.0, "published") == 0.0
+    assert zz.zag_guidance(1.0, 0.0, "published") == 1.0
+    assert zz.zag_guidance(0.5, 3.0, "published") == 1.0
+    assert zz.zag_guidance(1.0, 0.0, "paper") == 0.0
+
+
+@pytest.mark.parametrize("args,needle", [
+    ((50, 50, 1, "published"), "zigzag_steps"),
+    ((50, -1, 1, "published"), "zigzag_steps"),
+    ((50, 10, 0, "published"), "rounds"),
+    ((50, 10, 1, "textbook"), "inversion"),
+    ((0, 0, 1, "paper"), "steps"),
+])
+def test_bad_arguments_name_the_input(args, needle):
+    with pytest.raises(ValueError, match=needle):
+        zz.check_args(*args)
+
+
+def _toy_denoiser(scale):
+    w = torch.tensor([0.3, -0.2, 0.5, 0.1]).reshape(1, 4, 1, 1)
+
+    def denoise(x, sigma):
+        return torch.tanh(x * w * scale) / (1 + sigma)
+    return denoise
+
+
+def test_lambda_zero_is_plain_ddim():
+    sig = torch.linspace(10, 0, 11)
+    x = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0)) * 10
+    d = _toy_denoiser(1.0)
+    plain = x.clone()
+    for i in range(10):
+        plain = zz.euler_step(d, plain, sig[i], sig[i + 1])
+    got = zz.sample_zigzag(d, _toy_denoiser(0.0), x, sig, lambda_steps=0)
+    assert torch.equal(got, plain)
+
+
+def test_flow_inversion_is_euler_inversion():
+    """With c_in = 1 (flow models), one paper-mode zag is x + (s_i - s_{i+1}) * v."""
+    sig = torch.tensor([1.0, 0.5, 0.0])
+    x = torch.randn(1, 4, 2, 2, generator=torch.Generator().manual_seed(1))
+    zig, zag = _toy_denoiser(1.0), _toy_denoiser(0.0)
+    seen = {}
+
+    def cb(info):
+        seen["x"] = info["x"]
+    zz.sample_zigzag(zig, zag, x, sig, lambda_steps=1, inversion="paper", input_scale=lambda s: torch.ones(()),
+                     callback=cb)
+    x1 = zz.euler_step(zig, x, sig[0], sig[1])
+    v = (x1 - zag(x1, sig[0])) / sig[0]
+    torch.testing.assert_close(seen["x"], x1 + (sig[0] - sig[1]) * v)
+
+
+def test_published_reads_one_level_lower():
+    """published: the zag reads the latent at sigma_{i+2} and writes it at sigma_{i+1}."""
+    sig = torch.tensor([8.0, 4.0, 2.0, 0.0])
+    x = torch.randn(1, 4, 2, 2, generator=torch.Generator().manual_seed(2)) * 8
+    zig, zag = _toy_denoiser(1.0), _toy_denoiser(0.0)
+    seen = {}
+    zz.sample_zigzag(zig, zag, x, sig, lambda_steps=1, inversion="published",
+                     callback=lambda info: seen.setdefault("x", info["x"]))
+    c = zz.eps_input_scale
+    x1 = zz.euler_step(zig, x, sig[0], sig[1])
+    x_in = x1 * c(sig[1]) / c(sig[0])
+    d = (x_in - zag(x_in, sig[0])) / sig[0]
+    u = x1 * c(sig[1])
+    u_out = c(sig[1]) * (u / c(sig[2]) + (sig[1] - sig[2]) * d)
+    torch.testing.assert_close(seen["x"], u_out / c(sig[0]))
