@@ -201,7 +201,9 @@ def test_bad_input_errors(Z, sd15):
         comfy.sample.sample_custom(model, noise, 5.0, sampler, sig, pos, neg, latent["samples"])
 
 
-def test_progress_over_evaluations_and_interrupt(Z, tiny_model):
+def test_progress_over_evaluations_and_interrupt(Z, tiny_model, monkeypatch):
+    """The progress bar advances on every model evaluation up to the total, and an
+    interrupt at a random evaluation leaves the model as it was."""
     import comfy.model_management
     import comfy.utils
     model = tiny_model("sd15", "eps", seed=6)
@@ -209,25 +211,26 @@ def test_progress_over_evaluations_and_interrupt(Z, tiny_model):
     latent = hostlib.empty_latent(batch=1, height=8, width=8)
     before = hostlib.ksampler(model, pos, neg, latent, seed=2, steps=6)["samples"]
     opts_before = dict(model.model_options)
-    seen = []
-    old_hook = comfy.utils.PROGRESS_BAR_HOOK
+    calls = 10 + 9 * 2
+    seen, stop = [], {"at": None}
+    orig = comfy.utils.ProgressBar.update_absolute
+
+    def record(self, value, total=None, preview=None):
+        seen.append((value, total))
+        if value == stop["at"]:
+            comfy.model_management.interrupt_current_processing(True)
+        return orig(self, value, total, preview)
+
+    monkeypatch.setattr(comfy.utils.ProgressBar, "update_absolute", record)
     try:
-        comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, **kw: seen.append((value, total)))
         zigzag(Z, model, pos, neg, latent, steps=10, lam=9)
-        calls = 10 + 9 * 2
         assert [v for v, _ in seen] == list(range(1, calls + 1))
         assert {t for _, t in seen} == {calls}
-
-        stop_at = random.Random(0).randint(1, calls - 1)
-
-        def hook(value, total, preview, **kw):
-            if value == stop_at:
-                comfy.model_management.interrupt_current_processing(True)
-        comfy.utils.set_progress_bar_global_hook(hook)
+        stop["at"] = random.Random(0).randint(1, calls - 1)
         with pytest.raises(comfy.model_management.InterruptProcessingException):
             zigzag(Z, model, pos, neg, latent, steps=10, lam=9)
     finally:
-        comfy.utils.set_progress_bar_global_hook(old_hook)
         comfy.model_management.interrupt_current_processing(False)
+    monkeypatch.undo()
     assert dict(model.model_options).keys() == opts_before.keys()
     assert torch.equal(hostlib.ksampler(model, pos, neg, latent, seed=2, steps=6)["samples"], before)

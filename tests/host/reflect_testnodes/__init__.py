@@ -1,0 +1,83 @@
+"""Test-only ComfyUI custom node pack for ComfyUI-Reflect's host tests.
+
+Lets API-format graphs run with no checkpoint and no CLIP:
+
+* ``ReflectTestTinyModel``   -> MODEL: tiny seeded SD1.5 / SDXL UNet (eps, v_prediction, flow, flow_native)
+* ``ReflectTestConditioning`` -> CONDITIONING: seeded random tensors shaped for the MODEL
+* ``ReflectTestLatentStats``  output node: reports shape / finiteness / mean / std of a LATENT
+  in the prompt's history (``outputs[<node id>]["reflect_latent_stats"]``)
+
+V1 node API on purpose (works unchanged on every ComfyUI version).
+Never shipped: it lives under tests/host and is only placed in a temporary
+custom_nodes folder by the host tests.
+"""
+
+from .tiny import FAMILIES, PREDICTIONS, build_tiny_model, latent_stats, make_conditioning
+
+_MAX_SEED = 0xFFFFFFFFFFFFFFFF
+
+
+class ReflectTestTinyModel:
+    CATEGORY = "reflect_test"
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "family": (list(FAMILIES), {"default": "sd15"}),
+            "prediction": (list(PREDICTIONS), {"default": "eps"}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": _MAX_SEED}),
+            "flow_shift": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 100.0, "step": 0.01}),
+        }}
+
+    def build(self, family, prediction, seed, flow_shift):
+        return (build_tiny_model(family, prediction, seed, flow_shift=flow_shift),)
+
+
+class ReflectTestConditioning:
+    CATEGORY = "reflect_test"
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL",),
+            "seed": ("INT", {"default": 0, "min": 0, "max": _MAX_SEED}),
+            "batch": ("INT", {"default": 1, "min": 1, "max": 64}),
+            "tokens": ("INT", {"default": 77, "min": 1, "max": 1024}),
+            "scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.01}),
+            "width": ("INT", {"default": 0, "min": 0, "max": 16384, "tooltip": "SDXL size conditioning, 0 = none"}),
+            "height": ("INT", {"default": 0, "min": 0, "max": 16384}),
+        }}
+
+    def make(self, model, seed, batch, tokens, scale, width, height):
+        return (make_conditioning(model, seed=seed, batch=batch, tokens=tokens, scale=scale,
+                                  width=width or None, height=height or None),)
+
+
+class ReflectTestLatentStats:
+    CATEGORY = "reflect_test"
+    RETURN_TYPES = ()
+    FUNCTION = "stats"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",)}}
+
+    def stats(self, samples):
+        return {"ui": {"reflect_latent_stats": [latent_stats(samples["samples"])]}}
+
+
+NODE_CLASS_MAPPINGS = {
+    "ReflectTestTinyModel": ReflectTestTinyModel,
+    "ReflectTestConditioning": ReflectTestConditioning,
+    "ReflectTestLatentStats": ReflectTestLatentStats,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "ReflectTestTinyModel": "Reflect test: tiny model",
+    "ReflectTestConditioning": "Reflect test: random conditioning",
+    "ReflectTestLatentStats": "Reflect test: latent stats",
+}

@@ -1,0 +1,250 @@
+"""Tiny, seeded diffusion models and conditionings built from ComfyUI's own
+classes, for host tests that need a real ``MODEL`` but no checkpoint file.
+
+Everything here imports ComfyUI lazily (``comfy`` must be importable: either
+inside a running ComfyUI, or after ``hostlib.bootstrap_comfy()``). Models are
+ComfyUI's ``supported_models.SD15`` / ``SDXL`` configs with a shrunken UNet
+(2 levels, 32/64 channels, context 64), built through
+``comfy.model_base.BaseModel`` / ``SDXL`` like a checkpoint load would, with
+every parameter written from a seeded generator (ComfyUI creates its layers
+uninitialised) and wrapped in a ``comfy.model_patcher.ModelPatcher`` on CPU.
+
+Predictions:
+  * ``"eps"``           ModelType.EPS (ModelSamplingDiscrete + EPS)
+  * ``"v_prediction"``  ModelType.V_PREDICTION
+  * ``"flow"``          an EPS model patched by ComfyUI's own ``ModelSamplingSD3``
+                        node (ModelSamplingDiscreteFlow + CONST, ``flow_shift``),
+                        i.e. an object patch of ``model_sampling`` on a clone,
+                        the way a user would build it in a graph.
+  * ``"flow_native"``   ModelType.FLOW set on the model itself (shift 1.0).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+FAMILIES = ("sd15", "sdxl")
+PREDICTIONS = ("eps", "v_prediction", "flow", "flow_native")
+
+# SDXL's ADM input: pooled text embedding + 6 Timestep(256) size/crop embeddings.
+SDXL_SIZE_EMBED = 6 * 256
+
+
+def tiny_unet_config(family: str = "sd15", model_channels: int = 32, context_dim: int = 64,
+                     pooled_dim: int = 32, full_size: bool = False) -> dict:
+    """A reduced ``unet_config`` of the family (same keys as ComfyUI's model
+    detection produces for the full model). ``model_channels`` must be a
+    multiple of 32 (ComfyUI's GroupNorm uses 32 groups). ``full_size``: the
+    real SD1.5 / SDXL config instead (the other arguments are ignored)."""
+    if full_size:
+        return full_unet_config(family)
+    if model_channels % 32:
+        raise ValueError("model_channels must be a multiple of 32 (GroupNorm(32, C))")
+    base = {
+        "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4,
+        "model_channels": model_channels, "num_res_blocks": [1, 1], "channel_mult": [1, 2],
+        "use_spatial_transformer": True, "legacy": False, "context_dim": context_dim,
+        "use_temporal_attention": False, "use_temporal_resblock": False, "dtype": torch.float32,
+    }
+    if family == "sd15":
+        base.update({
+            "adm_in_channels": None, "use_linear_in_transformer": False,
+            "transformer_depth": [1, 1], "transformer_depth_middle": 1,
+            "transformer_depth_output": [1, 1, 1, 1],
+        })
+    elif family == "sdxl":
+        base.update({
+            "num_classes": "sequential", "adm_in_channels": pooled_dim + SDXL_SIZE_EMBED,
+            "use_linear_in_transformer": True,
+            "transformer_depth": [0, 1], "transformer_depth_middle": 1,
+            "transformer_depth_output": [0, 0, 1, 1],
+        })
+    else:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    return base
+
+
+def full_unet_config(family: str = "sd15") -> dict:
+    """The real unet_config of SD1.5 / SDXL (as ComfyUI's model detection gives it)."""
+    if family == "sd15":
+        return {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+                "legacy": False, "adm_in_channels": None, "dtype": torch.float32, "in_channels": 4,
+                "model_channels": 320, "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+                "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1, "use_linear_in_transformer": False,
+                "context_dim": 768, "num_heads": 8, "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+                "use_temporal_attention": False, "use_temporal_resblock": False}
+    if family == "sdxl":
+        return {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+                "legacy": False, "num_classes": "sequential", "adm_in_channels": 2816, "dtype": torch.float32,
+                "in_channels": 4, "model_channels": 320, "num_res_blocks": [2, 2, 2],
+                "transformer_depth": [0, 0, 2, 2, 10, 10], "channel_mult": [1, 2, 4], "transformer_depth_middle": 10,
+                "use_linear_in_transformer": True, "context_dim": 2048, "num_head_channels": 64,
+                "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10], "use_temporal_attention": False,
+                "use_temporal_resblock": False}
+    raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+
+
+def tiny_model_config(family: str = "sd15", full_size: bool = False, **kw):
+    """ComfyUI's ``supported_models.SD15`` / ``SDXL`` instantiated on the tiny
+    (or, with ``full_size``, the real) unet config, fp32, no manual cast."""
+    import comfy.supported_models as sm
+
+    cls = {"sd15": sm.SD15, "sdxl": sm.SDXL}[family]
+    cfg = cls(tiny_unet_config(family, full_size=full_size, **kw))
+    if not full_size:
+        # the family's unet_extra_config (num_heads / num_head_channels) is for
+        # the full width; use 4 heads at any width
+        cfg.unet_config["num_heads"] = 4
+        cfg.unet_config["num_head_channels"] = -1
+    cfg.set_inference_dtype(torch.float32, None)
+    return cfg
+
+
+def seeded_state_dict(module: torch.nn.Module, seed: int = 0, prefix: str = "") -> dict:
+    """Values for every parameter of ``module`` from a seeded CPU generator
+    (independent of torch's global RNG and of parameter creation order):
+    weights ~ N(0, 1/fan_in), norm weights ~ 1 + N(0, 0.02^2), biases and
+    other vectors ~ N(0, 0.02^2). Buffers are left to the module."""
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    norm_params = set()
+    for mname, mod in module.named_modules():
+        if "norm" in type(mod).__name__.lower():
+            for pname, _ in mod.named_parameters(recurse=False):
+                norm_params.add(f"{mname}.{pname}" if mname else pname)
+    sd = {}
+    for name, p in sorted(module.named_parameters(), key=lambda kv: kv[0]):
+        shape = tuple(p.shape)
+        if name in norm_params and name.endswith("weight"):
+            v = 1.0 + 0.02 * torch.randn(shape, generator=gen)
+        elif len(shape) >= 2:
+            fan_in = math.prod(shape[1:])
+            v = torch.randn(shape, generator=gen) / math.sqrt(fan_in)
+        else:
+            v = 0.02 * torch.randn(shape, generator=gen)
+        sd[prefix + name] = v.to(p.dtype)
+    return sd
+
+
+def _model_type(prediction: str):
+    from comfy.model_base import ModelType
+
+    return {"eps": ModelType.EPS, "v_prediction": ModelType.V_PREDICTION, "flow": ModelType.EPS,
+            "flow_native": ModelType.FLOW}[prediction]
+
+
+def _patcher_class():
+    import comfy.model_patcher
+
+    # ComfyUI >= 0.4 builds models with CoreModelPatcher (ModelPatcher unless dynamic VRAM is on)
+    return getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+
+
+def build_tiny_model(family: str = "sd15", prediction: str = "eps", seed: int = 0, *, flow_shift: float = 3.0,
+                     model_channels: int = 32, context_dim: int = 64, pooled_dim: int = 32, full_size: bool = False,
+                     load_device: str | None = None):
+    """A ``ModelPatcher`` (ComfyUI ``MODEL``) of a tiny seeded SD1.5/SDXL UNet
+    (``full_size``: the family's real UNet, same seeded init). Weights are
+    created on CPU; ``load_device`` (default CPU) is where ComfyUI runs it."""
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    import comfy.model_base
+
+    cfg = tiny_model_config(family, full_size=full_size, model_channels=model_channels, context_dim=context_dim,
+                            pooled_dim=pooled_dim)
+    cpu = torch.device("cpu")
+    model_cls = comfy.model_base.SDXL if family == "sdxl" else comfy.model_base.BaseModel
+    model = model_cls(cfg, model_type=_model_type(prediction), device=cpu)
+    # load the weights the way a checkpoint load does (load_model_weights, "model.diffusion_model." prefix)
+    prefix = "model.diffusion_model."
+    sd = seeded_state_dict(model.diffusion_model, seed, prefix=prefix)
+    n_expected = len(sd)
+    missing, unexpected = model.diffusion_model.load_state_dict(
+        {k[len(prefix):]: v for k, v in sd.items()}, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"tiny model state dict mismatch: missing={missing} unexpected={unexpected}")
+    assert n_expected > 0
+    model.eval()
+    patcher = _patcher_class()(model, load_device=torch.device(load_device or "cpu"), offload_device=cpu)
+    if prediction == "flow":
+        patcher = apply_model_sampling(patcher, "flow", shift=flow_shift)
+    return patcher
+
+
+def _run_v1_or_v3(node_cls, method: str, **kwargs):
+    """Call a ComfyUI built-in node whether it is V1 (FUNCTION method) or V3 (execute)."""
+    if hasattr(node_cls, "execute") and hasattr(node_cls, "define_schema"):
+        out = node_cls.execute(**kwargs)
+        return tuple(out.result) if hasattr(out, "result") else tuple(out)
+    return tuple(getattr(node_cls(), method)(**kwargs))
+
+
+def apply_model_sampling(patcher, kind: str, shift: float = 3.0, zsnr: bool = False):
+    """A clone of ``patcher`` with its ``model_sampling`` object-patched by
+    ComfyUI's own nodes: ``"flow"`` -> ModelSamplingSD3(shift) (discrete flow,
+    CONST), ``"eps"`` / ``"v_prediction"`` -> ModelSamplingDiscrete(sampling, zsnr)."""
+    import comfy_extras.nodes_model_advanced as nma
+
+    if kind == "flow":
+        return _run_v1_or_v3(nma.ModelSamplingSD3, "patch", model=patcher, shift=float(shift))[0]
+    if kind in ("eps", "v_prediction"):
+        return _run_v1_or_v3(nma.ModelSamplingDiscrete, "patch", model=patcher, sampling=kind, zsnr=zsnr)[0]
+    raise ValueError(f"kind must be 'flow', 'eps' or 'v_prediction', got {kind!r}")
+
+
+def model_dims(patcher) -> dict:
+    """What a conditioning for this MODEL needs: family, context_dim, pooled_dim, adm_in_channels."""
+    base = patcher.model
+    uc = base.model_config.unet_config
+    adm = uc.get("adm_in_channels") or 0
+    family = "sdxl" if type(base).__name__ == "SDXL" else "sd15"
+    pooled = adm - SDXL_SIZE_EMBED if family == "sdxl" else uc["context_dim"]
+    return {"family": family, "context_dim": uc["context_dim"], "pooled_dim": pooled, "adm_in_channels": adm}
+
+
+def make_conditioning(model_or_family, seed: int = 0, batch: int = 1, tokens: int = 77, scale: float = 1.0,
+                      width: int | None = None, height: int | None = None, context_dim: int = 64,
+                      pooled_dim: int | None = None) -> list:
+    """A seeded random ComfyUI CONDITIONING ``[[cond(B, tokens, context_dim),
+    {"pooled_output": (B, pooled_dim), ...}]]`` for the given MODEL
+    (ModelPatcher, dims read from it) or family name. For SDXL, ``width`` /
+    ``height`` (pixels) add the size conditioning that CLIPTextEncodeSDXL
+    would (width, height, crop 0, target = size)."""
+    if isinstance(model_or_family, str):
+        family = model_or_family
+        if pooled_dim is None:
+            pooled_dim = 32 if family == "sdxl" else context_dim
+    else:
+        d = model_dims(model_or_family)
+        family, context_dim, pooled_dim = d["family"], d["context_dim"], d["pooled_dim"]
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    cond = torch.randn((batch, tokens, context_dim), generator=gen) * scale
+    pooled = torch.randn((batch, pooled_dim), generator=gen) * scale
+    extra = {"pooled_output": pooled}
+    if family == "sdxl" and (width is not None or height is not None):
+        w = int(width if width is not None else height)
+        h = int(height if height is not None else width)
+        extra.update({"width": w, "height": h, "crop_w": 0, "crop_h": 0, "target_width": w, "target_height": h})
+    return [[cond, extra]]
+
+
+def make_latent(batch: int = 1, height: int = 32, width: int = 32, channels: int = 4, seed: int | None = None) -> dict:
+    """A ComfyUI LATENT dict; zeros (like EmptyLatentImage) unless ``seed`` is given.
+    ``height`` / ``width`` are latent sizes (pixels / 8)."""
+    if seed is None:
+        samples = torch.zeros((batch, channels, height, width))
+    else:
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        samples = torch.randn((batch, channels, height, width), generator=gen)
+    return {"samples": samples}
+
+
+def latent_stats(samples: torch.Tensor) -> dict:
+    s = samples.float()
+    finite = bool(torch.isfinite(s).all())
+    return {
+        "shape": list(s.shape), "finite": finite,
+        "mean": float(s.mean()) if finite else None, "std": float(s.std()) if finite and s.numel() > 1 else None,
+        "min": float(s.min()) if finite else None, "max": float(s.max()) if finite else None,
+    }
