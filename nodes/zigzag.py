@@ -45,10 +45,12 @@ class ZigzagSampler(comfy.samplers.KSAMPLER):
         self.sampler_name = sampler_name
         self.gamma2, self.lambda_steps, self.rounds = float(gamma2), int(lambda_steps), int(rounds)
         self.inversion, self.reference_scaling = inversion, bool(reference_scaling)
+        self._unit_start, self._callback, self._guider = False, None, None
 
     def max_denoise(self, model_wrap, sigmas):
-        # reference start: a unit Gaussian in DDIM space, noise * sqrt(1 + sigma^2)
-        return True if self.reference_scaling else super().max_denoise(model_wrap, sigmas)
+        # reference start of text-to-image: a unit Gaussian in DDIM space, noise * sqrt(1 + sigma^2).
+        # (img2img keeps ComfyUI's x0 + sigma * noise, which is the reference's add_noise.)
+        return True if self._unit_start else super().max_denoise(model_wrap, sigmas)
 
     def total_calls(self, n_steps: int) -> int:
         per = glue.EVALS_PER_STEP.get(self.sampler_name, 1)
@@ -60,11 +62,13 @@ class ZigzagSampler(comfy.samplers.KSAMPLER):
         zz.check_args(n, self.lambda_steps, self.rounds, self.inversion)
         self._callback, self._total = callback, self.total_calls(n)
         self._guider = model_wrap
+        self._unit_start = self.reference_scaling and (latent_image is None or not torch.count_nonzero(latent_image))
         try:
             # KSAMPLER.sample passes our callback through its own k_callback; ours reports per evaluation
             return super().sample(model_wrap, sigmas, extra_args, None, noise, latent_image, denoise_mask, disable_pbar)
         finally:
             self._callback = self._guider = None
+            self._unit_start = False
 
     def _sample(self, model_k, x, sigmas, extra_args=None, callback=None, disable=None):
         extra_args = {} if extra_args is None else extra_args

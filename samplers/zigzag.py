@@ -146,6 +146,7 @@ def sample_zigzag(
     zig_step: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
     finish: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
     callback: Optional[Callable[[dict], None]] = None,
+    first_step: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
 ) -> torch.Tensor:
     """Z-Sampling over ``sigmas``.
 
@@ -154,12 +155,17 @@ def sample_zigzag(
     plain steps i..N-1 (default: ``zig_step`` in a loop); a host passes its own
     sampler here so that multistep samplers keep their history. ``callback``
     receives ``{"i", "x", "denoised", "sigma", "phase"}`` after every zag.
+    ``first_step(x, i)``, when given, replaces the first zig of each reflected
+    step (W2SD: the strong model denoises, the weak one inverts, the main one
+    denoises again).
     """
     n = len(sigmas) - 1
     check_args(n, lambda_steps, rounds, inversion)
     if zig_step is None:
         def zig_step(x, i):
             return euler_step(denoise_zig, x, sigmas[i], sigmas[i + 1])
+    if first_step is None:
+        first_step = zig_step
     if finish is None:
         def finish(x, i):
             for j in range(i, n):
@@ -174,7 +180,7 @@ def sample_zigzag(
         else:
             a, b = sigmas[i + 2], s_next
             c_a, c_b = input_scale(a), c_next
-        x = zig_step(x, i)
+        x = first_step(x, i)
         for _ in range(rounds):
             # zag: same network input, evaluated at the higher level s
             x_in = x * (c_next / c_s)
