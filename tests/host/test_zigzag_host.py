@@ -234,3 +234,26 @@ def test_progress_over_evaluations_and_interrupt(Z, tiny_model, monkeypatch):
     monkeypatch.undo()
     assert dict(model.model_options).keys() == opts_before.keys()
     assert torch.equal(hostlib.ksampler(model, pos, neg, latent, seed=2, steps=6)["samples"], before)
+
+
+def test_every_sampler_and_scheduler(Z, sd15):
+    """Every sampler and scheduler ComfyUI offers runs with reflection and gives a finite result."""
+    import comfy.samplers
+    model, pos, neg = sd15
+    latent = hostlib.empty_latent(batch=1, height=8, width=8)
+    failures = {}
+    for name in comfy.samplers.SAMPLER_NAMES:
+        try:
+            out = zigzag(Z, model, pos, neg, latent, steps=4, lam=3, sampler=name, scheduler="normal")
+            if not torch.isfinite(out).all():
+                failures[name] = "non-finite"
+        except Exception as e:  # collect all, report together
+            failures[name] = repr(e)
+    for sched in comfy.samplers.SCHEDULER_NAMES:
+        try:
+            out = zigzag(Z, model, pos, neg, latent, steps=4, lam=3, sampler="euler", scheduler=sched)
+            if not torch.isfinite(out).all():
+                failures[sched] = "non-finite"
+        except Exception as e:
+            failures[sched] = repr(e)
+    assert not failures, failures
