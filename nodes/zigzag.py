@@ -45,7 +45,7 @@ class ZigzagSampler(comfy.samplers.KSAMPLER):
         self.sampler_name = sampler_name
         self.gamma2, self.lambda_steps, self.rounds = float(gamma2), int(lambda_steps), int(rounds)
         self.inversion, self.reference_scaling = inversion, bool(reference_scaling)
-        self._unit_start, self._callback, self._guider = False, None, None
+        self._unit_start, self._callback, self._guider, self._total = False, None, None, 1
 
     def max_denoise(self, model_wrap, sigmas):
         # reference start of text-to-image: a unit Gaussian in DDIM space, noise * sqrt(1 + sigma^2).
@@ -113,7 +113,7 @@ def schedule(model, sampler_name: str, scheduler: str, steps: int, denoise: floa
                                    scheduler=scheduler, denoise=denoise).sigmas
 
 
-def _inversion_inputs(default_sampler=None):
+def _inversion_inputs():
     return [
         io.Float.Input("inversion_cfg", default=0.0, min=-100.0, max=100.0, step=0.1, round=0.01,
                        tooltip="gamma_2: guidance of the zag (inversion) step. The paper uses 0, which needs only "

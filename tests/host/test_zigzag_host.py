@@ -6,10 +6,7 @@ import pytest
 import torch
 
 import hostlib
-
-SD15_SCHEDULER = {"beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "clip_sample": False,
-                  "num_train_timesteps": 1000, "prediction_type": "epsilon", "set_alpha_to_one": False,
-                  "steps_offset": 1, "timestep_spacing": "leading"}
+from ddim_reference import reflection_loop  # the reference loop (SD1.5 and SDXL share the scheduler config)
 
 
 @pytest.fixture(scope="module")
@@ -63,40 +60,21 @@ def test_lambda_zero_is_ksampler(Z, sd15, sampler, scheduler):
 
 
 def reference_loop_on_unet(model, pos, neg, noise, steps, g1, g2, lam, t_max, mode):
-    """The reference z_sampling_call loop (diffusers DDIM / DDIMInverse) run on
-    the ComfyUI model's own UNet."""
+    """The reference z_sampling_call loop (diffusers DDIM / DDIMInverse, see
+    tests/ddim_reference.py) run on the ComfyUI model's own UNet, gamma_1 > 1."""
     diffusers = pytest.importorskip("diffusers")
-    sched = diffusers.DDIMScheduler.from_config(SD15_SCHEDULER)
-    inv = diffusers.DDIMInverseScheduler.from_config(SD15_SCHEDULER)
-    sched.set_timesteps(steps)
-    inv.set_timesteps(steps)
-    ts = sched.timesteps
-    ac = sched.alphas_cumprod
     unet = model.model.diffusion_model
     ctx = torch.cat([neg[0][0], pos[0][0]]).repeat_interleave(noise.shape[0], 0)
 
-    def eps(x, t, g):
-        out = unet(torch.cat([x, x]), torch.full((2 * x.shape[0],), float(t)), context=ctx).float()
-        u, c = out.chunk(2)
-        # the reference turns CFG off (conditional branch only) when gamma_1 <= 1
-        return u + g * (c - u) if g1 > 1.0 or mode == "paper" else c
+    def cfg(g):
+        @torch.no_grad()
+        def eps(x, t):
+            x = x.float()
+            u, c = unet(torch.cat([x, x]), torch.full((2 * x.shape[0],), float(t)), context=ctx).float().chunk(2)
+            return u + g * (c - u)
+        return eps
 
-    lat = noise.clone()
-    g2_eff = g2 if (g1 > 1.0 or mode == "paper") else 1.0
-    with torch.no_grad():
-        for i, t in enumerate(ts):
-            nxt = sched.step(eps(lat, t, g1), t, lat).prev_sample
-            if i < lam:
-                for _ in range(t_max):
-                    e = eps(nxt, t, g2_eff)
-                    if mode == "published":
-                        lat = inv.step(e, ts[i + 1], nxt).prev_sample
-                    else:
-                        a_lo, a_hi = ac[ts[i + 1]], ac[t]
-                        lat = a_hi.sqrt() * (nxt - (1 - a_lo).sqrt() * e) / a_lo.sqrt() + (1 - a_hi).sqrt() * e
-                    nxt = sched.step(eps(lat, t, g1), t, lat).prev_sample
-            lat = nxt
-    return lat
+    return reflection_loop(diffusers, cfg(g1), cfg(g2), cfg(g1), noise, steps, lam, t_max, mode)
 
 
 @pytest.mark.parametrize("mode", ["published", "paper"])
@@ -111,7 +89,7 @@ def test_node_reproduces_reference(Z, sd15, mode, lam, t_max, g2):
     ref = reference_loop_on_unet(model, pos, neg, noise, 50, 5.5, g2, lam, t_max, mode)
     got = zigzag(Z, model, pos, neg, latent, seed=11, steps=50, cfg=5.5, g2=g2, lam=lam, rounds=t_max, inversion=mode)
     got = model.model.process_latent_in(got)  # LATENT is in VAE space: undo the latent format's scale factor
-    rel = ((got - ref).norm() / ref.norm()).item()
+    rel = ((got - ref.float()).norm() / ref.norm()).item()
     assert rel < 1e-4, rel
     plain = model.model.process_latent_in(zigzag(Z, model, pos, neg, latent, seed=11, steps=50, cfg=5.5, lam=0))
     assert ((plain - ref).norm() / ref.norm()).item() > 1e-3
