@@ -3,9 +3,9 @@
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
-from . import zigzag
+from . import swg, w2sd, zigzag
 
-NODE_LIST = [*zigzag.NODES]
+NODE_LIST = [*zigzag.NODES, *w2sd.NODES, *swg.NODES]
 
 
 class ReflectExtension(ComfyExtension):

@@ -106,12 +106,20 @@ class EvalProgress:
         return out
 
 
-def base_sampler(sampler_name: str):
-    """ComfyUI's KSAMPLER for a sampler name, with a clear error for unknown names."""
-    if sampler_name not in comfy.samplers.SAMPLER_NAMES:
-        raise ValueError(f"sampler_name {sampler_name!r} is not one of ComfyUI's samplers: "
-                         f"{', '.join(comfy.samplers.SAMPLER_NAMES)}")
-    return comfy.samplers.sampler_object(sampler_name)
+def base_sampler(sampler):
+    """(KSAMPLER, name) for a sampler name or a KSAMPLER object (e.g. from
+    KSamplerSelect), with clear errors for anything else."""
+    if isinstance(sampler, str):
+        if sampler not in comfy.samplers.SAMPLER_NAMES:
+            raise ValueError(f"sampler_name {sampler!r} is not one of ComfyUI's samplers: "
+                             f"{', '.join(comfy.samplers.SAMPLER_NAMES)}")
+        return comfy.samplers.sampler_object(sampler), sampler
+    if not isinstance(sampler, comfy.samplers.KSAMPLER) or type(sampler).sample is not comfy.samplers.KSAMPLER.sample:
+        raise ValueError(f"sampler must be one of ComfyUI's k-diffusion samplers (e.g. from KSamplerSelect), "
+                         f"got {type(sampler).__name__}")
+    name = getattr(sampler.sampler_function, "__name__", "")
+    name = name[len("sample_"):] if name.startswith("sample_") else name
+    return sampler, name
 
 
 def run_sampler_segment(sampler, model, x, sigmas, extra_args):
@@ -121,18 +129,27 @@ def run_sampler_segment(sampler, model, x, sigmas, extra_args):
                                     **sampler.extra_options)
 
 
-def sample_with(model, sampler, sigmas, positive, negative, cfg, latent: dict, seed: int, steps_for_bar: int):
+def sample_with_guider(guider, sampler, sigmas, latent: dict, seed: int, steps_for_bar: int) -> dict:
     """KSampler's path (seeds, batch_index, noise masks, previews) with any
-    SAMPLER object: what ``nodes.common_ksampler`` does, with ``sample_custom``."""
+    GUIDER and SAMPLER: what ``nodes.common_ksampler`` does, with a guider."""
+    model = guider.model_patcher
     latent_image = fix_empty_latent_channels(model, latent)
-    batch_inds = latent.get("batch_index", None)
-    noise = comfy.sample.prepare_noise(latent_image, seed, batch_inds)
-    noise_mask = latent.get("noise_mask", None)
+    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index", None))
     callback = latent_preview.prepare_callback(model, steps_for_bar)
     disable_pbar = not comfy.utils.PROGRESS_BAR_ENABLED
-    samples = comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent_image,
-                                         noise_mask=noise_mask, callback=callback, disable_pbar=disable_pbar, seed=seed)
+    samples = guider.sample(noise, latent_image, sampler, sigmas, denoise_mask=latent.get("noise_mask", None),
+                            callback=callback, disable_pbar=disable_pbar, seed=seed)
     out = latent.copy()
     out.pop("downscale_ratio_spacial", None)
-    out["samples"] = samples
+    mm = comfy.model_management
+    dtype = mm.intermediate_dtype() if hasattr(mm, "intermediate_dtype") else None
+    out["samples"] = samples.to(device=mm.intermediate_device(), dtype=dtype)
     return out
+
+
+def sample_with(model, sampler, sigmas, positive, negative, cfg, latent: dict, seed: int, steps_for_bar: int):
+    """``sample_with_guider`` with a CFGGuider (KSampler's guidance)."""
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(cfg)
+    return sample_with_guider(guider, sampler, sigmas, latent, seed, steps_for_bar)

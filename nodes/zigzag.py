@@ -37,12 +37,11 @@ class ZigzagSampler(comfy.samplers.KSAMPLER):
     sampler.
     """
 
-    def __init__(self, sampler_name: str, gamma2: float, lambda_steps: int, rounds: int, inversion: str,
+    def __init__(self, sampler_name, gamma2: float, lambda_steps: int, rounds: int, inversion: str,
                  reference_scaling: bool = False):
-        zz.check_args(None, lambda_steps, rounds, inversion)
-        self.base = glue.base_sampler(sampler_name)
+        zz.check_args(None, max(lambda_steps, 0), rounds, inversion)
+        self.base, self.sampler_name = glue.base_sampler(sampler_name)
         super().__init__(self._sample, inpaint_options=self.base.inpaint_options)
-        self.sampler_name = sampler_name
         self.gamma2, self.lambda_steps, self.rounds = float(gamma2), int(lambda_steps), int(rounds)
         self.inversion, self.reference_scaling = inversion, bool(reference_scaling)
         self._unit_start, self._callback, self._guider, self._total = False, None, None, 1
@@ -52,14 +51,18 @@ class ZigzagSampler(comfy.samplers.KSAMPLER):
         # (img2img keeps ComfyUI's x0 + sigma * noise, which is the reference's add_noise.)
         return True if self._unit_start else super().max_denoise(model_wrap, sigmas)
 
+    def reflected_steps(self, n_steps: int) -> int:
+        return self.lambda_steps
+
     def total_calls(self, n_steps: int) -> int:
         per = glue.EVALS_PER_STEP.get(self.sampler_name, 1)
-        return zz.evaluations(n_steps, self.lambda_steps, self.rounds, 2.0, 2.0, evals_per_step=per)["model_calls"]
+        lam = self.reflected_steps(n_steps)
+        return zz.evaluations(n_steps, lam, self.rounds, 2.0, 2.0, evals_per_step=per)["model_calls"]
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
         n = len(sigmas) - 1
-        zz.check_args(n, self.lambda_steps, self.rounds, self.inversion)
+        zz.check_args(n, self.reflected_steps(n), self.rounds, self.inversion)
         self._callback, self._total = callback, self.total_calls(n)
         self._guider = model_wrap
         self._unit_start = self.reference_scaling and (latent_image is None or not torch.count_nonzero(latent_image))
@@ -70,28 +73,43 @@ class ZigzagSampler(comfy.samplers.KSAMPLER):
             self._callback = self._guider = None
             self._unit_start = False
 
+    def role_args(self, extra_args: dict) -> dict:
+        """extra_args of the model evaluations of each role: "zig" (denoising),
+        "zag" (inversion, guidance gamma_2) and "first" (first denoising of a
+        reflected step; None: same as zig)."""
+        gamma1 = float(getattr(self._guider, "cfg", 1.0))
+        zag_args = dict(extra_args)
+        zag_args["model_options"] = glue.guidance_options(extra_args.get("model_options", {}),
+                                                          zz.zag_guidance(gamma1, self.gamma2, self.inversion))
+        return {"zig": extra_args, "zag": zag_args, "first": None}
+
+    def evaluator(self, model_k):
+        """What the sampler evaluates (model_k, or a dispatcher around it)."""
+        return model_k
+
     def _sample(self, model_k, x, sigmas, extra_args=None, callback=None, disable=None):
         extra_args = {} if extra_args is None else extra_args
-        model = glue.EvalProgress(model_k, self._callback, self._total)
+        model = glue.EvalProgress(self.evaluator(model_k), self._callback, self._total)
         model_sampling = model_k.inner_model.inner_model.model_sampling
         c_in = glue.input_scale_fn(model_sampling)
-        gamma1 = float(getattr(self._guider, "cfg", 1.0))
-        gamma2 = zz.zag_guidance(gamma1, self.gamma2, self.inversion)
-        zag_args = dict(extra_args)
-        zag_args["model_options"] = glue.guidance_options(extra_args.get("model_options", {}), gamma2)
+        args = self.role_args(extra_args)
         s_in = x.new_ones([x.shape[0]])
 
         def denoise_zag(x_in, sigma):
-            return model(x_in, sigma * s_in, **zag_args)
+            return model(x_in, sigma * s_in, **args["zag"])
 
         def zig_step(x, i):
-            return glue.run_sampler_segment(self.base, model, x, sigmas[i:i + 2], extra_args)
+            return glue.run_sampler_segment(self.base, model, x, sigmas[i:i + 2], args["zig"])
+
+        def first_step(x, i):
+            return glue.run_sampler_segment(self.base, model, x, sigmas[i:i + 2], args["first"])
 
         def finish(x, i):
-            return glue.run_sampler_segment(self.base, model, x, sigmas[i:], extra_args)
+            return glue.run_sampler_segment(self.base, model, x, sigmas[i:], args["zig"])
 
-        out = zz.sample_zigzag(None, denoise_zag, x, sigmas, self.lambda_steps, self.rounds, self.inversion,
-                               input_scale=c_in, zig_step=zig_step, finish=finish)
+        out = zz.sample_zigzag(None, denoise_zag, x, sigmas, self.reflected_steps(len(sigmas) - 1), self.rounds,
+                               self.inversion, input_scale=c_in, zig_step=zig_step, finish=finish,
+                               first_step=None if args["first"] is None else first_step)
         if self.reference_scaling and sigmas[-1] > 0:
             # the reference returns the DDIM-space latent at alpha_bar[0]
             out = out * (c_in(sigmas[-1]) / c_in(sigmas.new_zeros(())))

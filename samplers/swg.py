@@ -91,11 +91,33 @@ def crop_prediction(denoise_crops: Callable[[torch.Tensor], torch.Tensor], x: to
     return assemble(list(yc.split(b)), wins, x.shape, weight), weight
 
 
+def guidance_term(d_pos: torch.Tensor, d_crops: torch.Tensor, scale: float, weight: torch.Tensor | None = None,
+                  masked: bool = False) -> torch.Tensor:
+    """The SWG term ``s * mask * (D_pos - D_crops)`` that is added to a prediction."""
+    mask = (weight > 1).to(d_pos.dtype) if masked else 1.0
+    return scale * mask * (d_pos - d_crops)
+
+
+def round_crop(k: int, size: int, multiple: int = 1) -> int:
+    """A crop size the model can take: ``k`` rounded to the nearest multiple of
+    the model's patch size (transformers embed ``multiple`` x ``multiple``
+    patches), at least one patch and at most the latent ``size``."""
+    if k <= 0:
+        raise ValueError(f"crop size must be positive (got {k})")
+    if multiple <= 1:
+        return k
+    r = max(multiple, int(round(k / multiple)) * multiple)
+    if r > size:
+        r = (size // multiple) * multiple
+    if r < multiple:
+        raise ValueError(f"the latent ({size}) is smaller than one patch ({multiple}) of the model")
+    return r
+
+
 def guide(d_pos: torch.Tensor, d_crops: torch.Tensor, scale: float, weight: torch.Tensor | None = None,
           masked: bool = False, d_uncond: torch.Tensor | None = None, cfg_scale: float = 0.0) -> torch.Tensor:
     """SWG / M-SWG, optionally with a CFG (or weak-model) term of its own weight."""
-    mask = (weight > 1).to(d_pos.dtype) if masked else 1.0
-    out = d_pos + scale * mask * (d_pos - d_crops)
+    out = d_pos + guidance_term(d_pos, d_crops, scale, weight, masked)
     if d_uncond is not None:
         out = out + cfg_scale * (d_pos - d_uncond)
     return out

@@ -71,3 +71,24 @@ def test_combined_cfg_swg_formula():
 def test_bad_layouts(size, k, n, needle):
     with pytest.raises(ValueError, match=needle):
         swg.crop_offsets(size, k, n)
+
+
+def test_round_crop_to_patch_size():
+    assert swg.round_crop(40, 64, 1) == 40
+    assert swg.round_crop(41, 64, 2) == 42 or swg.round_crop(41, 64, 2) == 40
+    assert swg.round_crop(43, 64, 2) == 44
+    assert swg.round_crop(1, 64, 2) == 2          # at least one patch
+    assert swg.round_crop(63, 63, 2) == 62        # never beyond the latent
+    with pytest.raises(ValueError, match="smaller than one patch"):
+        swg.round_crop(1, 1, 2)
+    with pytest.raises(ValueError, match="positive"):
+        swg.round_crop(0, 64, 2)
+
+
+def test_guidance_term_matches_guide():
+    g = torch.Generator().manual_seed(0)
+    d_pos, d_crops = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    weight = swg.overlap(8, 8, swg.windows(8, 8, 5, 5, 2, 2))
+    for masked in (False, True):
+        torch.testing.assert_close(d_pos + swg.guidance_term(d_pos, d_crops, 1.7, weight, masked),
+                                   swg.guide(d_pos, d_crops, 1.7, weight, masked))

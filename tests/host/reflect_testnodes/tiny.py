@@ -248,3 +248,61 @@ def latent_stats(samples: torch.Tensor) -> dict:
         "mean": float(s.mean()) if finite else None, "std": float(s.std()) if finite and s.numel() > 1 else None,
         "min": float(s.min()) if finite else None, "max": float(s.max()) if finite else None,
     }
+
+
+def lora_layers(patcher, attention_and_conv: bool = True) -> list:
+    """(path, module) of the diffusion model's layers a LoRA would target:
+    every Conv layer and every Linear layer of the attention blocks."""
+    import torch.nn as nn
+
+    out = []
+    for name, mod in patcher.model.diffusion_model.named_modules():
+        if isinstance(mod, nn.modules.conv._ConvNd):
+            out.append((name, mod))
+        elif isinstance(mod, nn.Linear) and ("transformer_blocks" in name or "proj_" in name):
+            out.append((name, mod))
+    return out
+
+
+def make_lora(patcher, rank: int = 4, seed: int = 0, magnitude: float = 0.2, conv_kernel: bool = True) -> dict:
+    """A seeded LoRA / LoCon state dict in kohya's format (``lora_unet_<path>``
+    keys with ``lora_up`` / ``lora_down`` / ``alpha``, what ComfyUI's LoRA
+    loader reads) on every attention and conv layer of the model. Conv layers
+    get a k x k ``lora_down`` and a 1 x 1 ``lora_up`` (LoCon) when
+    ``conv_kernel``; the difference weight is about ``magnitude`` times the
+    layer's weight."""
+    gen = torch.Generator().manual_seed(int(seed))
+    sd = {}
+    for name, mod in lora_layers(patcher):
+        w = mod.weight
+        out_ch, in_ch = w.shape[0], w.shape[1]
+        r = min(rank, out_ch, in_ch)
+        kernel = tuple(w.shape[2:]) if conv_kernel else (1,) * (w.dim() - 2)
+        fan_in = in_ch * math.prod(kernel)
+        down = torch.randn((r, in_ch, *kernel), generator=gen) / math.sqrt(fan_in)
+        up = magnitude * torch.randn((out_ch, r, *([1] * (w.dim() - 2))), generator=gen) / math.sqrt(r)
+        if w.dim() == 2:
+            down, up = down.reshape(r, in_ch), up.reshape(out_ch, r)
+        if w.dim() > 2 and kernel != tuple(w.shape[2:]):
+            continue  # a 1x1 LoRA on a k x k conv is not a LoCon layout
+        key = "lora_unet_" + name.replace(".", "_")
+        sd[key + ".lora_down.weight"] = down.contiguous()
+        sd[key + ".lora_up.weight"] = up.contiguous()
+        sd[key + ".alpha"] = torch.tensor(float(r))
+    return sd
+
+
+def merge_lora(patcher, lora: dict, strength: float) -> None:
+    """Write ``W + strength * up @ down * alpha / rank`` into the layers of
+    ``patcher``'s own model, in place (for an independent copy of a model:
+    the reference a forward-time path is compared with)."""
+    mods = dict(lora_layers(patcher))
+    with torch.no_grad():
+        for name, mod in mods.items():
+            key = "lora_unet_" + name.replace(".", "_")
+            if key + ".lora_down.weight" not in lora:
+                continue
+            down, up = lora[key + ".lora_down.weight"], lora[key + ".lora_up.weight"]
+            r = down.shape[0]
+            diff = (up.flatten(1).double() @ down.flatten(1).double()).reshape(mod.weight.shape)
+            mod.weight += (strength * float(lora[key + ".alpha"]) / r * diff).to(mod.weight.dtype)

@@ -1,0 +1,57 @@
+"""Seconds per step: plain CFG vs CFG + SWG (SlidingWindowGuidance), side by side.
+
+Same SD1.5-sized UNet for both (ComfyUI's SD15 class, real unet_config, seeded
+weights), KSampler with euler, cfg 5.5, alternating runs (median). The
+expected ratio is the work alone: CFG evaluates 2 full latents per step, SWG
+adds its crops, ``n_y * n_x * k_h * k_w / (H * W)`` full latents' worth, all
+in one batched call: expected = (2 + crop area / latent area) / 2.
+
+    COMFYUI_PATH=/path/to/ComfyUI python bench/bench_swg.py [--size 64] [--crop 40] [--crops 2] [--steps 2]
+"""
+
+import argparse
+
+from common import print_table, setup, time_runs, Counter
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--size", type=int, default=64, help="latent size")
+    ap.add_argument("--crop", type=int, default=40, help="crop size (latent pixels; the paper: 40 of 64)")
+    ap.add_argument("--crops", type=int, default=2, help="crops per dimension (the paper: 2)")
+    ap.add_argument("--device", default="cpu")
+    a = ap.parse_args()
+
+    env, hostlib = setup(a.device)
+    import torch
+    import nodes
+
+    torch.manual_seed(0)
+    mp = hostlib.build_model("sd15", full_size=True, device=a.device)
+    counter = Counter(mp.model.diffusion_model)
+    S = hostlib.load_pack().nodes.swg
+    patched = S.SlidingWindowGuidance.execute(mp, 1.0, a.crop, a.crop, "latent", a.crops, a.crops, False, False,
+                                              "auto", 0.0, 1.0).args[0]
+    pos, neg = hostlib.conditioning(mp, batch=1, seed=1), hostlib.conditioning(mp, batch=1, seed=2)
+    latent = {"samples": torch.zeros(1, 4, a.size, a.size)}
+
+    def run(model):
+        return lambda: nodes.common_ksampler(model, 0, a.steps, 5.5, "euler", "normal", pos, neg, latent)[0]
+
+    res = time_runs({"CFG": run(mp), "CFG + SWG": run(patched)}, counter, a.repeats, a.device)
+    area = a.crops * a.crops * a.crop * a.crop / (a.size * a.size)
+    expected = (2 + area) / 2
+    print(f"ComfyUI {env['version']} at {env['path']}; device {a.device}; torch {torch.__version__}; threads "
+          f"{torch.get_num_threads()}; SD1.5-sized UNet, latent {a.size}x{a.size}, {a.crops}x{a.crops} crops of "
+          f"{a.crop}, {a.steps} steps, {a.repeats} alternating repeats (median)")
+    print_table(res, "CFG", width=12)
+    measured = res["CFG + SWG"]["per_run"] / res["CFG"]["per_run"]
+    print(f"seconds per step: CFG {res['CFG']['per_run'] / a.steps:.3f}, CFG + SWG "
+          f"{res['CFG + SWG']['per_run'] / a.steps:.3f}; measured ratio {measured:.3f}, expected from the work "
+          f"{expected:.3f} (crop area {area:.3f} latents), measured / expected {measured / expected:.3f}")
+
+
+if __name__ == "__main__":
+    main()
