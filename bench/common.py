@@ -68,3 +68,38 @@ def print_table(res: dict, base: str, width: int = 34):
     for name, r in res.items():
         print(f"{name:{width}s} {r['calls']:6d} {r['items']:6d} {r['per_call']:8.4f} {r['per_call'] / b['per_call']:6.3f} "
               f"{r['per_item']:8.4f} {r['per_item'] / b['per_item']:6.3f}")
+
+
+class PeakRSS:
+    """Peak resident set size while the block runs (polled from /proc every
+    5 ms), and the size before it: ``with PeakRSS() as m: ...; m.before, m.peak``."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval, self.before, self.peak = interval, 0, 0
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self):
+        import gc
+        import threading
+
+        gc.collect()
+        self.before = self.peak = self.rss()
+        self._stop = threading.Event()
+
+        def poll():
+            while not self._stop.is_set():
+                self.peak = max(self.peak, self.rss())
+                self._stop.wait(self.interval)
+
+        self._thread = threading.Thread(target=poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())

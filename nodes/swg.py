@@ -19,6 +19,7 @@ window then needs its own ControlNet input, so such crops run window by window).
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -50,16 +51,14 @@ def _crop_control(control, win, height, width):
     window's part of the original hint."""
     if control is None:
         return None
-    c = control.copy()
+    c = copy.copy(control)  # shares the loaded model and the sampling state set by pre_run
     hint = control.cond_hint_original
     if hint is not None:
         t, b, l, r = win
         sy, sx = hint.shape[-2] / height, hint.shape[-1] / width
         c.cond_hint_original = hint[..., round(t * sy):round(b * sy), round(l * sx):round(r * sx)]
     c.cond_hint = None
-    if hasattr(control, "timestep_range"):
-        c.timestep_range = control.timestep_range
-    c.set_previous_controlnet(_crop_control(getattr(control, "previous_controlnet", None), win, height, width))
+    c.previous_controlnet = _crop_control(getattr(control, "previous_controlnet", None), win, height, width)
     return c
 
 
@@ -163,7 +162,8 @@ class SlidingWindowGuidance(io.ComfyNode):
                                          "(it returns before the mask); on: a masked combined mode it lacks."),
                 io.Combo.Input("crop_conditioning", options=list(CROP_CONDITIONINGS), default="auto",
                                tooltip="Conditioning of the crops. auto: as the reference, conditional for SWG "
-                                       "alone (cfg 1), unconditional with CFG (cfg > 1)."),
+                                       "alone (cfg 1), unconditional with CFG (cfg > 1). 'unconditional' at cfg 1 "
+                                       "makes ComfyUI evaluate the negative branch too (it needs its conditioning)."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001,
                                tooltip="Where in the sampling the guidance starts (0 = first step)."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001,
@@ -197,7 +197,9 @@ class SlidingWindowGuidance(io.ComfyNode):
                          crop_conditioning, ms.percent_to_sigma(start_percent), ms.percent_to_sigma(end_percent),
                          patch_multiple(model))
         m = model.clone()
-        m.set_model_sampler_post_cfg_function(patch)
+        # unconditional crops at cfg 1 need the negative conditioning, which ComfyUI drops at cfg 1 unless told
+        # not to (its uncond branch is then evaluated too)
+        m.set_model_sampler_post_cfg_function(patch, disable_cfg1_optimization=crop_conditioning == "unconditional")
         return io.NodeOutput(m)
 
 

@@ -704,3 +704,42 @@ def api_node(info: dict, class_type: str, overrides: dict | None = None, include
                 inputs[name] = v
     inputs.update(overrides)
     return {"class_type": class_type, "inputs": inputs}
+
+
+class ProgressProbe:
+    """Records ComfyUI's progress-bar updates ``(value, total)`` and raises
+    ComfyUI's interrupt flag when the value reaches ``stop_at`` (as the Cancel
+    button does). Use with pytest's monkeypatch:
+    ``probe = ProgressProbe(monkeypatch)``; ``probe.stop_at = 7``;
+    ``probe.values()``; the flag is cleared by ``reset()`` and ``close()``."""
+
+    def __init__(self, monkeypatch):
+        import comfy.model_management
+        import comfy.utils
+
+        self._mm, self.seen, self.stop_at = comfy.model_management, [], None
+        orig = comfy.utils.ProgressBar.update_absolute
+        probe = self
+
+        def record(bar, value, total=None, preview=None):
+            probe.seen.append((value, total))
+            if value == probe.stop_at:
+                probe._mm.interrupt_current_processing(True)
+            return orig(bar, value, total, preview)
+
+        monkeypatch.setattr(comfy.utils.ProgressBar, "update_absolute", record)
+        self._monkeypatch = monkeypatch
+
+    def values(self):
+        return [v for v, _ in self.seen]
+
+    def totals(self):
+        return {t for _, t in self.seen}
+
+    def reset(self):
+        self._mm.interrupt_current_processing(False)
+        self.seen.clear()
+
+    def close(self):
+        self._mm.interrupt_current_processing(False)
+        self._monkeypatch.undo()

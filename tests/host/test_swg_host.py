@@ -6,8 +6,18 @@ import pytest
 import torch
 
 import hostlib
-from test_zigzag_host import CountItems, zigzag
-from samplers import swg
+from test_zigzag_host import zigzag
+
+
+class _Swg:
+    """The pack's samplers/swg.py as ComfyUI imported it (the name `samplers`
+    is ComfyUI's own on its sys.path)."""
+
+    def __getattr__(self, name):
+        return getattr(hostlib.load_pack().samplers.swg, name)
+
+
+swg = _Swg()
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +219,27 @@ def test_errors_name_the_bad_input(S, sd15):
         patch(S, model, crop_conditioning="both")
     # the model is untouched by the patch node
     assert "sampler_post_cfg_function" not in model.model_options
+
+
+def test_controlnet_hint_is_cropped_with_the_latent(S, sd15, comfy_env):
+    """With a ControlNet on the conditioning, each crop sees the window's part
+    of the hint image, as a separate call on the crop with the cropped image does."""
+    hostlib.init_builtin_nodes()
+    import nodes
+    model, pos, neg = sd15
+    control = hostlib._tiny().build_tiny_controlnet(model, seed=21)
+    apply = nodes.NODE_CLASS_MAPPINGS["ControlNetApplyAdvanced"]
+    image = torch.rand(1, 80, 80, 3, generator=torch.Generator().manual_seed(8))  # IMAGE of the 10 x 10 latent
+
+    def with_control(img):
+        return hostlib.run_node(apply, positive=pos, negative=neg, control_net=control, image=img, strength=1.0,
+                                start_percent=0.0, end_percent=1.0)[0]
+
+    x = torch.randn(1, 4, 10, 10, generator=torch.Generator().manual_seed(9)) * 3.0
+    wins = swg.windows(10, 10, 6, 6, 2, 2)
+    got = denoise_once(patch(S, model), with_control(image), neg, 1.0, x, 3.0)
+    want = by_hand(model, with_control(image), neg, x, 3.0, cfg=1.0, scale=1.5, wins=wins, masked=False,
+                   crops_from=lambda w: with_control(image[:, w[0] * 8:w[1] * 8, w[2] * 8:w[3] * 8]))
+    assert rel(got, want) < 1e-5
+    # the control matters here: without it the prediction differs
+    assert rel(denoise_once(patch(S, model), pos, neg, 1.0, x, 3.0), got) > 1e-3

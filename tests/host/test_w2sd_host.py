@@ -275,28 +275,18 @@ def test_progress_interrupt_and_no_state_left(W, base, lora_file, monkeypatch):
     opts_before = dict(model.model_options)
     steps = 10
     calls = steps + (steps - 1) * 2
-    seen, stop = [], {"at": None}
-    orig = comfy.utils.ProgressBar.update_absolute
-
-    def record(self, value, total=None, preview=None):
-        seen.append((value, total))
-        if value == stop["at"]:
-            comfy.model_management.interrupt_current_processing(True)
-        return orig(self, value, total, preview)
-
-    monkeypatch.setattr(comfy.utils.ProgressBar, "update_absolute", record)
+    probe = hostlib.ProgressProbe(monkeypatch)
     try:
         reflection_lora(W, model, name, pos, neg, latent, steps=steps)
-        assert [v for v, _ in seen] == list(range(1, calls + 1))
-        assert {t for _, t in seen} == {calls}
+        assert probe.values() == list(range(1, calls + 1)) and probe.totals() == {calls}
         for trial in range(3):
-            stop["at"] = random.Random(trial).randint(1, calls - 1)
+            probe.reset()
+            probe.stop_at = random.Random(trial).randint(1, calls - 1)
             with pytest.raises(comfy.model_management.InterruptProcessingException):
                 reflection_lora(W, model, name, pos, neg, latent, steps=steps)
-            comfy.model_management.interrupt_current_processing(False)
+            assert probe.values() == list(range(1, probe.stop_at + 1))
     finally:
-        comfy.model_management.interrupt_current_processing(False)
-    monkeypatch.undo()
+        probe.close()
     assert not any(m._forward_hooks for m in model.model.modules())
     assert {k: list(v) for k, v in model.patches.items()} == patches_before
     assert dict(model.model_options).keys() == opts_before.keys() and not model.additional_models

@@ -190,26 +190,16 @@ def test_progress_over_evaluations_and_interrupt(Z, tiny_model, monkeypatch):
     before = hostlib.ksampler(model, pos, neg, latent, seed=2, steps=6)["samples"]
     opts_before = dict(model.model_options)
     calls = 10 + 9 * 2
-    seen, stop = [], {"at": None}
-    orig = comfy.utils.ProgressBar.update_absolute
-
-    def record(self, value, total=None, preview=None):
-        seen.append((value, total))
-        if value == stop["at"]:
-            comfy.model_management.interrupt_current_processing(True)
-        return orig(self, value, total, preview)
-
-    monkeypatch.setattr(comfy.utils.ProgressBar, "update_absolute", record)
+    probe = hostlib.ProgressProbe(monkeypatch)
     try:
         zigzag(Z, model, pos, neg, latent, steps=10, lam=9)
-        assert [v for v, _ in seen] == list(range(1, calls + 1))
-        assert {t for _, t in seen} == {calls}
-        stop["at"] = random.Random(0).randint(1, calls - 1)
+        assert probe.values() == list(range(1, calls + 1)) and probe.totals() == {calls}
+        probe.reset()
+        probe.stop_at = random.Random(0).randint(1, calls - 1)
         with pytest.raises(comfy.model_management.InterruptProcessingException):
             zigzag(Z, model, pos, neg, latent, steps=10, lam=9)
     finally:
-        comfy.model_management.interrupt_current_processing(False)
-    monkeypatch.undo()
+        probe.close()
     assert dict(model.model_options).keys() == opts_before.keys()
     assert torch.equal(hostlib.ksampler(model, pos, neg, latent, seed=2, steps=6)["samples"], before)
 

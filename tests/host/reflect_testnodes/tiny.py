@@ -306,3 +306,20 @@ def merge_lora(patcher, lora: dict, strength: float) -> None:
             r = down.shape[0]
             diff = (up.flatten(1).double() @ down.flatten(1).double()).reshape(mod.weight.shape)
             mod.weight += (strength * float(lora[key + ".alpha"]) / r * diff).to(mod.weight.dtype)
+
+
+def build_tiny_controlnet(patcher, seed: int = 0):
+    """A ComfyUI CONTROL_NET (``comfy.controlnet.ControlNet`` around ComfyUI's
+    own ``cldm.ControlNet``) with the UNet config of ``patcher``'s tiny model,
+    an RGB hint input and seeded weights (zero convolutions included, so the
+    control has an effect)."""
+    import comfy.cldm.cldm
+    import comfy.controlnet
+    import comfy.ops
+
+    uc = dict(patcher.model.model_config.unet_config)
+    net = comfy.cldm.cldm.ControlNet(hint_channels=3, device=torch.device("cpu"),
+                                     operations=comfy.ops.disable_weight_init, **uc)
+    missing, unexpected = net.load_state_dict(seeded_state_dict(net, seed), strict=True)
+    net.eval()
+    return comfy.controlnet.ControlNet(net, load_device=torch.device("cpu"))
