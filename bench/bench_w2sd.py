@@ -37,9 +37,8 @@ def setup(a):
     import folder_paths
 
     torch.manual_seed(0)
-    tiny = hostlib._tiny()
     mp = hostlib.build_model("sd15", full_size=True, device=a.device)
-    lora = tiny.make_lora(mp, rank=a.rank, seed=1)
+    lora = hostlib.make_lora(mp, rank=a.rank, seed=1)
     folder = folder_paths.get_folder_paths("loras")[0]
     os.makedirs(folder, exist_ok=True)
     comfy.utils.save_torch_file(lora, os.path.join(folder, "bench_locon.safetensors"))

@@ -398,6 +398,21 @@ def empty_latent(batch: int = 1, height: int = 32, width: int = 32, seed: int | 
     return _tiny().make_latent(batch, height, width, seed=seed)
 
 
+def make_lora(model, rank: int = 4, seed: int = 0, **kw) -> dict:
+    """A seeded LoRA / LoCon state dict (kohya keys) on every attention and conv layer of ``model``."""
+    return _tiny().make_lora(model, rank=rank, seed=seed, **kw)
+
+
+def merge_lora(model, lora: dict, strength: float) -> None:
+    """Merge ``lora`` at ``strength`` into ``model``'s own weights, in place (for an independent model)."""
+    return _tiny().merge_lora(model, lora, strength)
+
+
+def build_controlnet(model, seed: int = 0):
+    """A seeded tiny ComfyUI CONTROL_NET matching ``model``'s tiny UNet config."""
+    return _tiny().build_tiny_controlnet(model, seed=seed)
+
+
 def with_model_sampling(model, kind: str, shift: float = 3.0, zsnr: bool = False):
     """Clone of ``model`` with ComfyUI's ModelSamplingSD3 ("flow") or ModelSamplingDiscrete
     ("eps" / "v_prediction") applied."""

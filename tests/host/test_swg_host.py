@@ -14,6 +14,8 @@ class _Swg:
     is ComfyUI's own on its sys.path)."""
 
     def __getattr__(self, name):
+        if name.startswith("_") or name.startswith("pytest"):  # what pytest's collection looks up
+            raise AttributeError(name)
         return getattr(hostlib.load_pack().samplers.swg, name)
 
 
@@ -227,7 +229,7 @@ def test_controlnet_hint_is_cropped_with_the_latent(S, sd15, comfy_env):
     hostlib.init_builtin_nodes()
     import nodes
     model, pos, neg = sd15
-    control = hostlib._tiny().build_tiny_controlnet(model, seed=21)
+    control = hostlib.build_controlnet(model, seed=21)
     apply = nodes.NODE_CLASS_MAPPINGS["ControlNetApplyAdvanced"]
     image = torch.rand(1, 80, 80, 3, generator=torch.Generator().manual_seed(8))  # IMAGE of the 10 x 10 latent
 

@@ -10,8 +10,6 @@ import hostlib
 from ddim_reference import reflection_loop
 from test_zigzag_host import CountItems, zigzag
 
-tiny = hostlib._tiny()
-
 PAPER = {"strong": 1.5, "weak": -1.5, "main": 0.8}
 
 
@@ -37,7 +35,7 @@ def lora_file(base, comfy_env):
     import comfy.utils
     import folder_paths
     model = base[0]
-    lora = tiny.make_lora(model, rank=4, seed=3)
+    lora = hostlib.make_lora(model, rank=4, seed=3)
     folder = folder_paths.get_folder_paths("loras")[0]
     os.makedirs(folder, exist_ok=True)
     name = "reflect_test_locon.safetensors"
@@ -70,7 +68,7 @@ def merged_models(lora, seed=0, strengths=PAPER):
     out = {}
     for side, s in strengths.items():
         m = hostlib.build_model("sd15", "eps", seed=seed)
-        tiny.merge_lora(m, lora, s)
+        hostlib.merge_lora(m, lora, s)
         out[side] = m
     return out
 
