@@ -199,7 +199,9 @@ class W2SDSampler(ZigzagSampler):
         self.side_contexts, self.switches = side_contexts, switches
 
     def reflected_steps(self, n_steps: int) -> int:
-        return n_steps - 1 if self.reflect < 0 else self.reflect
+        if self.reflect >= 0:
+            check_reflect_steps(n_steps, self.reflect)
+        return max(n_steps - 1, 0) if self.reflect < 0 else self.reflect
 
     def evaluator(self, model_k):
         sides = {"main": model_k}

@@ -257,6 +257,11 @@ def test_errors_name_the_bad_input(W, base, tiny_model):
                                 reference_scaling=False)[0]
     with pytest.raises(ValueError, match="sampler must be"):
         guider.sample(torch.randn(1, 4, 8, 8), torch.zeros(1, 4, 8, 8), zsampler, torch.linspace(10, 0, 5))
+    # a guider whose reflect_steps does not fit the sigmas it is given
+    long = W.WeakStrongGuider(g["strong"], g["weak"], g["main"], reflect_steps=4)
+    with pytest.raises(ValueError, match=r"reflect_steps \(4\) must be smaller than steps \(4\)"):
+        long.sample(torch.randn(1, 4, 8, 8), torch.zeros(1, 4, 8, 8), comfy.samplers.sampler_object("euler"),
+                    torch.linspace(10, 0, 5))
 
 
 def test_progress_interrupt_and_no_state_left(W, base, lora_file, monkeypatch):
