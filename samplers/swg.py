@@ -20,6 +20,7 @@ the edge, and equals the reference wherever the reference covers the latent.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -106,7 +107,7 @@ def round_crop(k: int, size: int, multiple: int = 1) -> int:
         raise ValueError(f"crop size must be positive (got {k})")
     if multiple <= 1:
         return k
-    r = max(multiple, int(round(k / multiple)) * multiple)
+    r = max(multiple, math.floor(k / multiple + 0.5) * multiple)  # nearest multiple, ties up
     if r > size:
         r = (size // multiple) * multiple
     if r < multiple:

@@ -408,6 +408,18 @@ def merge_lora(model, lora: dict, strength: float) -> None:
     return _tiny().merge_lora(model, lora, strength)
 
 
+def build_flux(seed: int = 0):
+    """A seeded tiny Flux MODEL (ComfyUI's own Flux transformer, patch size 2, 16 channels)."""
+    return _tiny().build_tiny_flux(seed=seed)
+
+
+def flux_conditioning(seed: int = 0, guidance: float = 3.5, batch: int = 1) -> list:
+    """A seeded CONDITIONING for ``build_flux`` models, with Flux's guidance value."""
+    c = _tiny().make_conditioning("flux", seed=seed, batch=batch, context_dim=64, pooled_dim=32)
+    c[0][1]["guidance"] = guidance
+    return c
+
+
 def build_controlnet(model, seed: int = 0):
     """A seeded tiny ComfyUI CONTROL_NET matching ``model``'s tiny UNet config."""
     return _tiny().build_tiny_controlnet(model, seed=seed)

@@ -245,3 +245,20 @@ def test_controlnet_hint_is_cropped_with_the_latent(S, sd15, comfy_env):
     assert rel(got, want) < 1e-5
     # the control matters here: without it the prediction differs
     assert rel(denoise_once(patch(S, model), pos, neg, 1.0, x, 3.0), got) > 1e-3
+
+
+def test_transformer_crops_are_rounded_to_the_patch_size(S, comfy_env):
+    """On ComfyUI's Flux transformer (patch size 2) crop sizes are rounded to
+    the nearest multiple of 2 (7 x 5 -> 8 x 6) and the prediction equals the
+    formula by hand with those crops."""
+    model = hostlib.build_flux(seed=3)
+    pos, neg = hostlib.flux_conditioning(seed=1), hostlib.flux_conditioning(seed=2)
+    patched = patch(S, model, crop_width=7, crop_height=5)
+    assert patched.model_options["sampler_post_cfg_function"][-1].layout(10, 12) == swg.windows(10, 12, 6, 8, 2, 2)
+    x = torch.randn(1, 16, 10, 12, generator=torch.Generator().manual_seed(2))
+    got = denoise_once(patched, pos, neg, 1.0, x, 0.7)
+    want = by_hand(model, pos, neg, x, 0.7, cfg=1.0, scale=1.5, wins=swg.windows(10, 12, 6, 8, 2, 2), masked=False,
+                   crops_from=lambda w: pos)
+    assert rel(got, want) < 1e-5
+    with pytest.raises(ValueError, match="smaller than one patch"):
+        denoise_once(patched, pos, neg, 1.0, torch.randn(1, 16, 1, 12), 0.7)

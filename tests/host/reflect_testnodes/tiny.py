@@ -323,3 +323,28 @@ def build_tiny_controlnet(patcher, seed: int = 0):
     missing, unexpected = net.load_state_dict(seeded_state_dict(net, seed), strict=True)
     net.eval()
     return comfy.controlnet.ControlNet(net, load_device=torch.device("cpu"))
+
+
+def build_tiny_flux(seed: int = 0, context_dim: int = 64, pooled_dim: int = 32):
+    """A ``ModelPatcher`` of ComfyUI's own Flux transformer (``model_base.Flux``,
+    ``supported_models.Flux``: patch size 2, 16 latent channels, guidance
+    embedding) shrunk to one double and one single block of width 64, with
+    seeded weights. Conditioning: ``make_conditioning(context_dim=...,
+    pooled_dim=...)`` plus a ``guidance`` value."""
+    import dataclasses
+
+    import comfy.ldm.flux.model as flux
+    import comfy.model_base
+    import comfy.supported_models as sm
+
+    uc = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=pooled_dim, context_in_dim=context_dim,
+              hidden_size=64, mlp_ratio=2.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[8, 12, 12],
+              theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True, txt_ids_dims=[])
+    names = {f.name for f in dataclasses.fields(flux.FluxParams)}
+    uc = {k: v for k, v in uc.items() if k in names or k == "image_model"}
+    cfg = sm.Flux(uc)
+    cfg.set_inference_dtype(torch.float32, None)
+    model = comfy.model_base.Flux(cfg, device=torch.device("cpu"))
+    model.diffusion_model.load_state_dict(seeded_state_dict(model.diffusion_model, seed), strict=True)
+    model.eval()
+    return _patcher_class()(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
