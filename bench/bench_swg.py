@@ -11,7 +11,7 @@ in one batched call: expected = (2 + crop area / latent area) / 2.
 
 import argparse
 
-from common import print_table, setup, time_runs, Counter
+from common import Counter, print_table, sd15_inputs, setup, time_runs
 
 
 def main():
@@ -28,14 +28,11 @@ def main():
     import torch
     import nodes
 
-    torch.manual_seed(0)
-    mp = hostlib.build_model("sd15", full_size=True, device=a.device)
+    mp, pos, neg, latent = sd15_inputs(hostlib, a.device, a.size)
     counter = Counter(mp.model.diffusion_model)
     S = hostlib.load_pack().nodes.swg
     patched = S.SlidingWindowGuidance.execute(mp, 1.0, a.crop, a.crop, "latent", a.crops, a.crops, False, False,
                                               "auto", 0.0, 1.0).args[0]
-    pos, neg = hostlib.conditioning(mp, batch=1, seed=1), hostlib.conditioning(mp, batch=1, seed=2)
-    latent = {"samples": torch.zeros(1, 4, a.size, a.size)}
 
     def run(model):
         return lambda: nodes.common_ksampler(model, 0, a.steps, 5.5, "euler", "normal", pos, neg, latent)[0]

@@ -32,18 +32,14 @@ PAPER = {"strong": 1.5, "weak": -1.5, "main": 0.8}
 
 def setup(a):
     env, hostlib = common.setup(a.device)
-    import torch
     import comfy.utils
     import folder_paths
 
-    torch.manual_seed(0)
-    mp = hostlib.build_model("sd15", full_size=True, device=a.device)
-    lora = hostlib.make_lora(mp, rank=a.rank, seed=1)
+    mp, pos, neg, latent = common.sd15_inputs(hostlib, a.device, a.size)
+    lora = hostlib.make_lora(mp, rank=a.rank, seed=1)  # its own seeded generator
     folder = folder_paths.get_folder_paths("loras")[0]
     os.makedirs(folder, exist_ok=True)
     comfy.utils.save_torch_file(lora, os.path.join(folder, "bench_locon.safetensors"))
-    pos, neg = hostlib.conditioning(mp, batch=1, seed=1), hostlib.conditioning(mp, batch=1, seed=2)
-    latent = {"samples": torch.zeros(1, 4, a.size, a.size)}
     return env, hostlib, mp, lora, pos, neg, latent
 
 

@@ -15,7 +15,7 @@ inversion_cfg 0 (the inversion evaluates one branch only).
 
 import argparse
 
-from common import Counter, print_table, setup, time_runs
+from common import Counter, print_table, sd15_inputs, setup, time_runs
 
 
 def main():
@@ -30,11 +30,8 @@ def main():
     import torch
     import nodes
 
-    torch.manual_seed(0)
-    mp = hostlib.build_model("sd15", full_size=True, device=a.device)
+    mp, pos, neg, latent = sd15_inputs(hostlib, a.device, a.size)
     counter = Counter(mp.model.diffusion_model)
-    pos, neg = hostlib.conditioning(mp, batch=1, seed=1), hostlib.conditioning(mp, batch=1, seed=2)
-    latent = {"samples": torch.zeros(1, 4, a.size, a.size)}
     reflect = hostlib.load_pack()
     Z = reflect.nodes.zigzag.ZigzagKSampler
     steps = a.steps

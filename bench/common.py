@@ -17,6 +17,18 @@ def setup(device: str):
     return hostlib.setup_comfy(cpu=device == "cpu"), hostlib
 
 
+def sd15_inputs(hostlib, device: str, size: int):
+    """The benchmarks' model and inputs: an SD1.5-sized UNet (ComfyUI's SD15
+    class, real unet_config, seeded weights) on ``device``, two seeded
+    conditionings and an empty ``size`` x ``size`` latent."""
+    import torch
+
+    torch.manual_seed(0)
+    mp = hostlib.build_model("sd15", full_size=True, device=device)
+    pos, neg = hostlib.conditioning(mp, batch=1, seed=1), hostlib.conditioning(mp, batch=1, seed=2)
+    return mp, pos, neg, {"samples": torch.zeros(1, 4, size, size)}
+
+
 class Counter:
     """Counts calls and batch items through a diffusion model's forward."""
 

@@ -67,6 +67,7 @@ def window_conds(conds: list, wins: list, x: torch.Tensor) -> list:
     windows of ``x``: one copy per entry and window, restricted to the window's area."""
     dims = list(x.shape[2:])
     nd = len(dims)
+    flat = torch.ones([1] + dims, device=x.device)  # ComfyUI only reads cond masks: one serves every window
     out = []
     for c in conds:
         if "area" in c:
@@ -86,7 +87,7 @@ def window_conds(conds: list, wins: list, x: torch.Tensor) -> list:
             w = c.copy()
             w["area"] = tuple([h - lo_ for lo_, h in zip(lo, hi)] + lo)
             if "mask" not in w:  # a flat mask: no feathering at the window's edges
-                w["mask"] = torch.ones([1] + dims, device=x.device)
+                w["mask"] = flat
             if "control" in w:
                 w["control"] = _crop_control(w["control"], win, dims[-2], dims[-1])
             out.append(w)

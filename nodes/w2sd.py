@@ -23,6 +23,7 @@ switching costs nothing, and memory grows by the LoRA's own weights only.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 
@@ -35,7 +36,7 @@ from comfy_api.latest import io
 from ..samplers import w2sd
 from ..samplers import zigzag as zz
 from . import comfy_glue as glue
-from .zigzag import CATEGORY, INVERSION_TOOLTIP, REFERENCE_SCHEDULER, ZigzagSampler, schedule
+from .zigzag import CATEGORY, INVERSION_TOOLTIP, REFERENCE_SCHEDULER, ZigzagSampler, model_calls, schedule
 
 SIDES = ("strong", "weak", "main")
 SIDE_KEY = "w2sd_side"  # model_options entry naming the side of an evaluation
@@ -176,15 +177,10 @@ class _Dispatch:
 
     def __call__(self, x, sigma, **kwargs):
         side = kwargs.get("model_options", {}).get(SIDE_KEY, "main")
-        model = self.sides[side]
-        states = [s.active(side) for s in self.switches]
-        for s in states:
-            s.__enter__()
-        try:
-            return model(x, sigma, **kwargs)
-        finally:
-            for s in states:
-                s.__exit__(None, None, None)
+        with contextlib.ExitStack() as stack:
+            for s in self.switches:
+                stack.enter_context(s.active(side))
+            return self.sides[side](x, sigma, **kwargs)
 
 
 class W2SDSampler(ZigzagSampler):
@@ -199,9 +195,7 @@ class W2SDSampler(ZigzagSampler):
         self.side_contexts, self.switches = side_contexts, switches
 
     def reflected_steps(self, n_steps: int) -> int:
-        if self.reflect >= 0:
-            check_reflect_steps(n_steps, self.reflect)
-        return max(n_steps - 1, 0) if self.reflect < 0 else self.reflect
+        return reflected_steps(n_steps, self.reflect)
 
     def evaluator(self, model_k):
         sides = {"main": model_k}
@@ -258,7 +252,7 @@ class WeakStrongGuider(comfy.samplers.CFGGuider):
         self.inversion, self.reflect_steps, self.reference_scaling = inversion, int(reflect_steps), reference_scaling
         self.cfg = getattr(main, "cfg", 1.0)
         self.original_conds = main.original_conds
-        self._plan = self._make_plan()  # fails early (at graph time) on unswitchable differences
+        self._plan = self._make_plan()  # at graph time: fails early on unswitchable differences
 
     def _make_plan(self):
         """Side guider copies on shared patchers, and the weight terms per side."""
@@ -283,9 +277,9 @@ class WeakStrongGuider(comfy.samplers.CFGGuider):
                seed=None):
         if sigmas.shape[-1] == 0:
             return latent_image
-        primaries, terms = self._make_plan()
+        primaries, terms = self._plan
         clones = {k: (n, p.clone()) for k, (n, p) in primaries.items()}
-        for k, (n, c) in clones.items():
+        for k, (_, c) in clones.items():
             c.set_additional_models("w2sd", [o for kk, (_, o) in clones.items() if kk != k])
         switches = {}
         for name, ts in terms.items():
@@ -320,16 +314,21 @@ class WeakStrongGuider(comfy.samplers.CFGGuider):
         finally:
             for sw in switches.values():
                 sw.detach()
-            for c in (c for _, c in clones.values()):
+            for _, c in clones.values():
                 c.remove_additional_models("w2sd")
             contexts.clear()
         return result[0]
 
 
-def check_reflect_steps(steps: int, reflect_steps: int) -> None:
+def reflected_steps(steps: int, reflect_steps: int) -> int:
+    """How many steps are reflected: ``reflect_steps``, or every step but the
+    last for -1; ValueError naming the input when it does not fit ``steps``."""
+    if reflect_steps < 0:
+        return max(steps - 1, 0)
     if reflect_steps >= steps:
         raise ValueError(f"reflect_steps ({reflect_steps}) must be smaller than steps ({steps}); -1 reflects every "
                          f"step but the last, as the paper does")
+    return reflect_steps
 
 
 def _common_inputs():
@@ -355,8 +354,7 @@ def _common_inputs():
 
 
 def _run(guiders: dict, seed, steps, sampler_name, scheduler, latent_image, denoise, reflect_steps, inversion):
-    if reflect_steps >= 0:
-        check_reflect_steps(steps, reflect_steps)
+    reflected_steps(steps, reflect_steps)  # fail before any model is loaded
     if denoise <= 0.0:
         return io.NodeOutput(latent_image)
     main_model = guiders["main"].model_patcher
@@ -364,9 +362,7 @@ def _run(guiders: dict, seed, steps, sampler_name, scheduler, latent_image, deno
                               reference_scaling=scheduler == REFERENCE_SCHEDULER)
     sigmas = schedule(main_model, sampler_name, scheduler, steps, denoise)
     n = len(sigmas) - 1
-    lam = n - 1 if reflect_steps < 0 else reflect_steps
-    per = glue.EVALS_PER_STEP.get(sampler_name, 1)
-    total = zz.evaluations(n, lam, 1, 2.0, 2.0, evals_per_step=per)["model_calls"]
+    total = model_calls(sampler_name, n, reflected_steps(n, reflect_steps))
     return io.NodeOutput(glue.sample_with_guider(guider, glue.base_sampler(sampler_name)[0], sigmas, latent_image,
                                                  seed, total))
 

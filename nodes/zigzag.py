@@ -28,6 +28,12 @@ INVERSION_TOOLTIP = (
     "altogether, as in the reference, and inversion_cfg is then ignored.")
 
 
+def model_calls(sampler_name: str, n_steps: int, reflected_steps: int, rounds: int = 1) -> int:
+    """Model evaluations of a reflection run (the length of its progress bar)."""
+    per = glue.EVALS_PER_STEP.get(sampler_name, 1)
+    return zz.evaluations(n_steps, reflected_steps, rounds, 2.0, 2.0, evals_per_step=per)["model_calls"]
+
+
 class ZigzagSampler(comfy.samplers.KSAMPLER):
     """A ComfyUI SAMPLER running Z-Sampling around a base sampler.
 
@@ -55,9 +61,7 @@ class ZigzagSampler(comfy.samplers.KSAMPLER):
         return self.lambda_steps
 
     def total_calls(self, n_steps: int) -> int:
-        per = glue.EVALS_PER_STEP.get(self.sampler_name, 1)
-        lam = self.reflected_steps(n_steps)
-        return zz.evaluations(n_steps, lam, self.rounds, 2.0, 2.0, evals_per_step=per)["model_calls"]
+        return model_calls(self.sampler_name, n_steps, self.reflected_steps(n_steps), self.rounds)
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):

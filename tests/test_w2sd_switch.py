@@ -15,6 +15,16 @@ def merged_lora(w, up, down, alpha, mid=None):
     return w + (up.flatten(1) @ down.flatten(1)).reshape(w.shape) * (alpha / r)
 
 
+def forward_as(sw, module, x, side):
+    """``module(x)`` with the switch attached and ``side`` active, detached after."""
+    sw.attach()
+    try:
+        with sw.active(side):
+            return module(x)
+    finally:
+        sw.detach()
+
+
 def test_linear_lora_equals_merged_weights_per_side():
     g = torch.Generator().manual_seed(0)
     lin = torch.nn.Linear(12, 10)
@@ -48,12 +58,7 @@ def test_conv_locon_equals_merged_weights(stride, padding, kernel):
     x = torch.randn(2, 6, 9, 9, generator=g)
     sw = WeightSwitch()
     sw.add_lora(conv, {"s": 1.5}, up, down, alpha=None)
-    sw.attach()
-    try:
-        with sw.active("s"):
-            got = conv(x)
-    finally:
-        sw.detach()
+    got = forward_as(sw, conv, x, "s")
     want = torch.nn.functional.conv2d(x, merged_lora(conv.weight, 1.5 * up, down, 3.0), conv.bias, stride, padding)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
@@ -65,12 +70,7 @@ def test_conv_lora_with_mid_core_and_circular_padding():
     x = torch.randn(1, 5, 6, 6, generator=g)
     sw = WeightSwitch()
     sw.add_lora(conv, {"s": -1.0}, up, down, alpha=1.0, mid=mid)
-    sw.attach()
-    try:
-        with sw.active("s"):
-            got = conv(x)
-    finally:
-        sw.detach()
+    got = forward_as(sw, conv, x, "s")
     ref = torch.nn.Conv2d(5, 7, 3, padding=1, padding_mode="circular")
     ref.load_state_dict({"weight": merged_lora(conv.weight, -1.0 * up, down, 1.0, mid), "bias": conv.bias})
     torch.testing.assert_close(got, ref(x), rtol=1e-4, atol=1e-4)
