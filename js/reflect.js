@@ -2,6 +2,7 @@
 // on the node and warns, before queueing, about settings the backend refuses.
 import { app } from "../../scripts/app.js";
 import { zigzagCost, zigzagWarnings, costLabel } from "./cost.js";
+import { scoreLines } from "./scores.js";
 
 const NODES = { ZigzagKSampler: { cost: zigzagCost, warnings: zigzagWarnings } };
 
@@ -45,6 +46,38 @@ app.registerExtension({
       ctx.fillStyle = this.reflectWarnings?.length ? "#f55" : "#8c8";
       const text = this.reflectWarnings?.length ? this.reflectWarnings[0] : this.reflectCost;
       ctx.fillText(text, 8, this.size[1] - 6);
+      ctx.restore();
+    };
+  },
+});
+
+// Scores on the QualityGate node after execution.
+const LINE = 14;
+
+app.registerExtension({
+  name: "ComfyUI-Reflect.scores",
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData.name !== "QualityGate") return;
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (message) {
+      onExecuted?.apply(this, arguments);
+      const old = this.reflectScoreLines?.length ?? 0;
+      this.reflectScoreLines = scoreLines(message);
+      const grow = (this.reflectScoreLines.length - old) * LINE;
+      if (grow) this.setSize?.([this.size[0], this.size[1] + grow]);
+      this.setDirtyCanvas?.(true, true);
+    };
+    const onDrawForeground = nodeType.prototype.onDrawForeground;
+    nodeType.prototype.onDrawForeground = function (ctx) {
+      onDrawForeground?.apply(this, arguments);
+      const lines = this.reflectScoreLines;
+      if (this.flags?.collapsed || !lines?.length) return;
+      ctx.save();
+      ctx.font = "12px monospace";
+      lines.forEach((text, i) => {
+        ctx.fillStyle = text.endsWith("fail") ? "#f88" : "#8c8";
+        ctx.fillText(text, 8, this.size[1] - (lines.length - i) * LINE + 8);
+      });
       ctx.restore();
     };
   },

@@ -106,6 +106,15 @@ class EvalProgress:
         return out
 
 
+def unload_model(patcher) -> None:
+    """Offload one ModelPatcher from its compute device now (what ComfyUI's
+    ``free_memory`` does to a model it evicts), leaving the others loaded."""
+    loaded = comfy.model_management.current_loaded_models
+    for i in range(len(loaded) - 1, -1, -1):
+        if loaded[i].model is patcher and loaded[i].model_unload():
+            loaded.pop(i)
+
+
 def base_sampler(sampler):
     """(KSAMPLER, name) for a sampler name or a KSAMPLER object (e.g. from
     KSamplerSelect), with clear errors for anything else."""

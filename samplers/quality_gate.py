@@ -297,8 +297,6 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], source: s
     first missing or misshapen keys otherwise (a truncated or foreign file)."""
     if not isinstance(sd, Mapping) or not all(isinstance(k, str) for k in sd):
         raise ValueError(f"{source}: not a state dict (got {type(sd).__name__})")
-    if "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
-        sd = sd["state_dict"]
     want = model.state_dict()
     missing = [k for k in want if k not in sd]
     bad = [f"{k} {tuple(sd[k].shape)} (expected {tuple(want[k].shape)})" for k in want
@@ -342,13 +340,34 @@ def check_med_config(cfg, source: str = "med_config.json") -> dict:
     return dict(cfg)
 
 
+def vit_config(sd: Mapping, source: str = "checkpoint") -> dict:
+    """The ViT's shape read off a BLIP state dict (ViT-L/16 at 224 for the
+    release): width, depth, patch and image size from the tensors, heads =
+    width / 64 as in BLIP's ViT-B and ViT-L."""
+    pre = "blip.visual_encoder."
+    need = [pre + "cls_token", pre + "pos_embed", pre + "patch_embed.proj.weight"]
+    if not isinstance(sd, Mapping) or any(k not in sd for k in need):
+        missing = [k for k in need if not isinstance(sd, Mapping) or k not in sd]
+        raise ValueError(f"{source} is not an ImageReward checkpoint: {', '.join(missing)} missing")
+    width = int(sd[pre + "cls_token"].shape[-1])
+    patch = int(sd[pre + "patch_embed.proj.weight"].shape[-1])
+    grid = math.isqrt(int(sd[pre + "pos_embed"].shape[1]) - 1)
+    depth = len({k.split(".")[3] for k in sd if k.startswith(pre + "blocks.")})
+    if width % 64 or grid * grid + 1 != sd[pre + "pos_embed"].shape[1] or depth == 0:
+        raise ValueError(f"{source}: a vision encoder of width {width}, {depth} blocks and "
+                         f"{tuple(sd[pre + 'pos_embed'].shape)} positions is not BLIP's ViT")
+    return {"width": width, "depth": depth, "heads": width // 64, "patch": patch, "image_size": grid * patch}
+
+
 def load_model(state_dict: Mapping, med_config: Mapping | None = None, ops=nn, dtype=torch.float32,
                source: str = "checkpoint") -> ImageReward:
     """An ImageReward in eval mode with the weights of ``state_dict`` (built
     on the meta device, so nothing is initialised twice), trunk in ``dtype``,
-    head in float32."""
+    head in float32. The ViT's shape is read off the state dict (see ``vit_config``)."""
+    if isinstance(state_dict, Mapping) and isinstance(state_dict.get("state_dict"), Mapping):
+        state_dict = state_dict["state_dict"]
     with torch.device("meta"):
-        model = ImageReward(check_med_config(med_config or MED_CONFIG), ops=ops)
+        model = ImageReward(check_med_config(med_config or MED_CONFIG), vit_config(state_dict, source), ops=ops)
     sd = check_state_dict(model, state_dict, source)
     model.load_state_dict(sd, assign=True)
     model.to(dtype)

@@ -1,0 +1,199 @@
+"""QualityGate nodes in a real ComfyUI: files from the registered models
+folder, scores equal to the pure core's, the split / best / merge outputs,
+thresholds from percentile tables, model management (on the compute device
+only while scoring), interrupts, the errors named in the issue, and a run
+through the server's /prompt with the scores in /history."""
+
+import json
+
+import pytest
+import torch
+
+import hostlib
+import imagereward_tiny as tiny
+
+qg = tiny.qg
+
+
+@pytest.fixture(scope="module")
+def qmod(reflect_pack):
+    import sys
+    return sys.modules[f"{reflect_pack.__name__}.nodes.quality_gate"]
+
+
+@pytest.fixture(scope="module")
+def ir_files(qmod):
+    import folder_paths
+    folder = folder_paths.get_folder_paths(qmod.FOLDER)[0]
+    return tiny.write_files(folder, seed=0, name="tiny_ir.pt")
+
+
+@pytest.fixture(scope="module")
+def scorer(reflect_nodes, ir_files):
+    return hostlib.run_node(reflect_nodes["ImageRewardLoader"], checkpoint="tiny_ir.pt", download="never")[0]
+
+
+@pytest.fixture(scope="module")
+def core(ir_files):
+    model = qg.load_model(qg.load_checkpoint(str(ir_files["checkpoint"])), tiny.med_config())
+    return model, qg.Tokenizer(str(ir_files["vocab"]))
+
+
+def batch(n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand((n, 40, 56, 3), generator=g)
+
+
+PROMPTS = ["a red fox in the snow", "a cat", "a dog", "astronaut"]
+
+
+def gate(nodes, scorer, images, prompt, per_line=True, threshold=0.0, k=50, percentiles=None):
+    kw = {} if percentiles is None else {"percentiles": percentiles}
+    return hostlib.run_node(nodes["QualityGate"], image_reward=scorer, images=images, prompt=prompt,
+                            prompt_per_line=per_line, threshold=threshold, k=k, **kw)
+
+
+def test_loader_lists_the_folder_and_the_release_name(reflect_nodes, ir_files):
+    opts = reflect_nodes["ImageRewardLoader"].define_schema().inputs[0].options
+    assert "tiny_ir.pt" in opts and "ImageReward.pt" in opts
+
+
+def test_scores_split_best_and_merge(reflect_nodes, scorer, core):
+    images = batch()
+    want = qg.score(*core, qg.to_uint8(images), PROMPTS)
+    assert want.std() > 1e-3
+    tau = float(want.median())
+    passed, failed, best, g, report = gate(reflect_nodes, scorer, images, "\n".join(PROMPTS), threshold=tau)
+    assert torch.allclose(g["scores"], want, atol=1e-6)
+    ok = want >= tau
+    p_idx = [i for i in range(4) if ok[i]]
+    f_idx = [i for i in range(4) if not ok[i]]
+    assert g["passed_indices"] == p_idx and g["failed_indices"] == f_idx and g["threshold"] == tau
+    assert torch.equal(passed, images[p_idx]) and torch.equal(failed, images[f_idx])
+    assert torch.equal(best, images[int(want.argmax())][None])
+    r = json.loads(report)
+    assert r["passed"] == ok.tolist() and r["threshold"] == tau
+    assert r["scores"] == pytest.approx(want.tolist(), abs=1e-5)
+    merged = hostlib.run_node(reflect_nodes["QualityGateMerge"], gate=g, passed=passed, failed=failed * 0.5)[0]
+    assert torch.equal(merged[p_idx], images[p_idx]) and torch.equal(merged[f_idx], images[f_idx] * 0.5)
+
+
+def test_one_prompt_for_the_batch(reflect_nodes, scorer, core):
+    images = batch(3, seed=1)
+    g = gate(reflect_nodes, scorer, images, "a photo of a cat\nin the snow", per_line=False)[3]
+    assert torch.allclose(g["scores"], qg.score(*core, qg.to_uint8(images), ["a photo of a cat\nin the snow"] * 3),
+                          atol=1e-6)
+    g1 = gate(reflect_nodes, scorer, images, "a cat", per_line=True)[3]  # one line serves every image
+    assert torch.allclose(g1["scores"], qg.score(*core, qg.to_uint8(images), ["a cat"] * 3), atol=1e-6)
+
+
+def test_ui_shows_scores(reflect_nodes, scorer):
+    out = reflect_nodes["QualityGate"].execute(image_reward=scorer, images=batch(2), prompt="a cat",
+                                               prompt_per_line=False, threshold=0.0, k=50)
+    ui = out.ui if isinstance(out.ui, dict) else out.ui.as_dict()
+    assert len(ui["reflect_scores"]) == 2 and ui["reflect_threshold"] == [0.0]
+    assert ui["text"][0].startswith("pass" if ui["reflect_passed"][0] else "fail")
+
+
+def test_threshold_from_percentile_table(reflect_nodes, scorer):
+    table = hostlib.run_node(reflect_nodes["ImageRewardPercentiles"], table="IR_percentiles_lcm_sdxl.json")[0]
+    assert table[50] == pytest.approx(0.6154254078865051) and sorted(table) == list(range(10, 100, 10))
+    g = gate(reflect_nodes, scorer, batch(), "a cat", per_line=False, threshold=-99.0, k=90, percentiles=table)[3]
+    assert g["threshold"] == table[90] and g["k"] == 90
+    assert g["passed"].tolist() == (g["scores"] >= table[90]).tolist()
+    with pytest.raises(ValueError, match=r"k: 55 is not in percentiles"):
+        gate(reflect_nodes, scorer, batch(), "a cat", per_line=False, k=55, percentiles=table)
+
+
+def test_model_is_on_the_compute_device_only_while_scoring(reflect_nodes, scorer):
+    import comfy.model_management as mm
+    seen = []
+    h = scorer.patcher.model.register_forward_pre_hook(
+        lambda m, a: seen.append(any(lm.model is scorer.patcher for lm in mm.current_loaded_models)))
+    try:
+        gate(reflect_nodes, scorer, batch(2), "a cat", per_line=False)
+    finally:
+        h.remove()
+    assert seen == [True]  # one pass for the batch, loaded by ComfyUI's model management
+    assert not any(lm.model is scorer.patcher for lm in mm.current_loaded_models)
+    assert scorer.dtype == torch.float32  # CPU: no half precision
+
+
+def test_interrupt_leaves_nothing_loaded(reflect_nodes, scorer):
+    import comfy.model_management as mm
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            gate(reflect_nodes, scorer, batch(2), "a cat", per_line=False)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert not any(lm.model is scorer.patcher for lm in mm.current_loaded_models)
+    gate(reflect_nodes, scorer, batch(2), "a cat", per_line=False)  # still usable
+
+
+def test_errors_name_the_input(reflect_nodes, scorer, qmod, ir_files, monkeypatch, tmp_path):
+    with pytest.raises(ValueError, match="images: empty batch"):
+        gate(reflect_nodes, scorer, batch(4)[:0], "a cat")
+    with pytest.raises(ValueError, match="prompt: 2 prompts \\(one per line\\) for a batch of 4 images"):
+        gate(reflect_nodes, scorer, batch(4), "a cat\na dog")
+    broken = ir_files["checkpoint"].parent / "broken_ir.pt"
+    broken.write_bytes(ir_files["checkpoint"].read_bytes()[:4096])
+    with pytest.raises(ValueError, match=r"checkpoint .*broken_ir\.pt: cannot be read as weights"):
+        hostlib.run_node(reflect_nodes["ImageRewardLoader"], checkpoint="broken_ir.pt", download="never")
+    with pytest.raises(ValueError, match="checkpoint 'nope.pt' is not in the image_reward folders"):
+        hostlib.run_node(reflect_nodes["ImageRewardLoader"], checkpoint="nope.pt", download="never")
+    with pytest.raises(ValueError, match="table 'nope.json' is not in"):
+        hostlib.run_node(reflect_nodes["ImageRewardPercentiles"], table="nope.json")
+
+
+def test_missing_files_say_what_to_put_where(reflect_nodes, qmod, monkeypatch, tmp_path):
+    import folder_paths
+    empty = tmp_path / "image_reward"
+    empty.mkdir()
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, qmod.FOLDER, ([str(empty)], {".pt", ".safetensors"}))
+    monkeypatch.setattr(qmod, "_packaged_vocab", lambda: None)
+    with pytest.raises(ValueError) as e:
+        hostlib.run_node(reflect_nodes["ImageRewardLoader"], checkpoint="ImageReward.pt", download="never")
+    msg = str(e.value)
+    assert f"Put them in {empty}" in msg and "download is 'never'" in msg
+    for line in ("ImageReward.pt  from https://huggingface.co/THUDM/ImageReward/resolve/main/ImageReward.pt",
+                 "med_config.json  from https://huggingface.co/THUDM/ImageReward/resolve/main/med_config.json",
+                 "vocab.txt  from https://huggingface.co/google-bert/bert-base-uncased/resolve/main/vocab.txt"):
+        assert line in msg
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="offline: HF_HUB_OFFLINE is set"):
+        hostlib.run_node(reflect_nodes["ImageRewardLoader"], checkpoint="ImageReward.pt", download="if missing")
+    (empty / "vocab.txt").write_text("\n".join(tiny.VOCAB))
+    with pytest.raises(ValueError) as e:
+        hostlib.run_node(reflect_nodes["ImageRewardLoader"], checkpoint="ImageReward.pt", download="never")
+    assert "vocab.txt" not in str(e.value) and "med_config.json" in str(e.value)
+
+
+def test_quality_gate_through_the_server(comfy_server):
+    tiny.write_files(comfy_server.base_dir / "models" / "image_reward", seed=0, name="tiny_ir.pt")
+    info = comfy_server.object_info()
+    g = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 48, "height": 40, "batch_size": 1, "color": 0xFF3300}},
+        "2": {"class_type": "EmptyImage", "inputs": {"width": 48, "height": 40, "batch_size": 2, "color": 0x2255AA}},
+        "3": {"class_type": "ImageBatch", "inputs": {"image1": ["1", 0], "image2": ["2", 0]}},
+        "4": hostlib.api_node(info["ImageRewardLoader"], "ImageRewardLoader",
+                              {"checkpoint": "tiny_ir.pt", "download": "never"}),
+        "5": hostlib.api_node(info["ImageRewardPercentiles"], "ImageRewardPercentiles",
+                              {"table": "IR_percentiles_sdxl_turbo.json"}),
+        "6": hostlib.api_node(info["QualityGate"], "QualityGate",
+                              {"image_reward": ["4", 0], "images": ["3", 0], "prompt": "a red fox", "k": 50,
+                               "percentiles": ["5", 0]}),
+        "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 2]}},
+    }
+    entry = comfy_server.run_prompt(g)
+    ui = entry["outputs"]["6"]
+    scores = ui["reflect_scores"]
+    assert len(scores) == 3 and all(isinstance(s, float) for s in scores)
+    assert scores[1] == scores[2] != scores[0]  # same image, same score; another image, another
+    table = json.loads((hostlib.REPO_ROOT / "percentiles" / "IR_percentiles_sdxl_turbo.json").read_text())
+    assert ui["reflect_threshold"] == [table["50"]]
+    assert ui["reflect_passed"] == [s >= table["50"] for s in scores]
+    bad = json.loads(json.dumps(g))
+    bad["6"]["inputs"].update(prompt="a\nb", prompt_per_line=True)
+    err = hostlib.prompt_error(comfy_server.run_prompt(bad, check=False))
+    assert "prompt: 2 prompts (one per line) for a batch of 3 images" in err
