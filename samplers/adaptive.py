@@ -298,6 +298,10 @@ def scatter_back(kept, refined, keep_idx: Sequence[int], refine_idx: Sequence[in
     if sorted(keep_idx + refine_idx) != list(range(len(keep_idx) + len(refine_idx))):
         raise ValueError("keep_idx, refine_idx: together they must be each batch index once")
     if isinstance(kept, torch.Tensor) or isinstance(refined, torch.Tensor):
+        for items, idx, name in ((kept, keep_idx, "kept"), (refined, refine_idx, "refined")):
+            got = 0 if items is None else len(items)
+            if got != len(idx):
+                raise ValueError(f"{name}: {got} items for {len(idx)} {name} samples")
         return merge(kept, refined, keep_idx, refine_idx)
     out = [None] * (len(keep_idx) + len(refine_idx))
     for items, idx, name in ((kept, keep_idx, "kept"), (refined, refine_idx, "refined")):
