@@ -3,9 +3,9 @@
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
-from . import quality_gate, swg, w2sd, zigzag
+from . import adaptive, quality_gate, swg, w2sd, zigzag
 
-NODE_LIST = [*zigzag.NODES, *w2sd.NODES, *swg.NODES, *quality_gate.NODES]
+NODE_LIST = [*zigzag.NODES, *w2sd.NODES, *swg.NODES, *quality_gate.NODES, *adaptive.NODES]
 
 
 class ReflectExtension(ComfyExtension):

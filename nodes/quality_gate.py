@@ -273,6 +273,7 @@ class QualityGate(io.ComfyNode):
             node_id="QualityGate",
             display_name="Quality Gate (ImageReward)",
             category=CATEGORY,
+            is_output_node=True,  # shows its scores, and can end a graph (e.g. a calibration run)
             description="Scores each image against its prompt with ImageReward and splits the batch at a threshold: "
                         "images scoring at least the threshold pass, the others fail (in the adaptive student-teacher "
                         "method, failed samples go to the teacher). The threshold is a number, or the k-th percentile "

@@ -299,6 +299,12 @@ def test_substitute():
     assert WORKFLOW["6"]["inputs"]["text"] == "{prompt}, high quality" and WORKFLOW["3"]["inputs"]["seed"] == 7
     # a prompt that itself contains braces is inserted literally
     assert calibrate.substitute(WORKFLOW, "{x} {prompt}", 0)["9"]["inputs"]["prompt"] == "{x} {prompt}"
+    # seeds of other nodes are left alone; an explicit {seed} token is the only seed set when present
+    g = {**WORKFLOW, "12": {"class_type": "ReflectTestTinyModel", "inputs": {"seed": 3}}}
+    assert calibrate.substitute(g, "p", 9)["12"]["inputs"]["seed"] == 3
+    g["13"] = {"class_type": "MyNoise", "inputs": {"seed": "{seed}"}}
+    out = calibrate.substitute(g, "p", 9)
+    assert out["13"]["inputs"]["seed"] == 9 and out["3"]["inputs"]["seed"] == 7 and out["12"]["inputs"]["seed"] == 3
 
 
 def test_check_workflow():

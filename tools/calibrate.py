@@ -5,7 +5,9 @@ one or more running ComfyUI servers.
 For each of the first N prompts of a prompt file, the client takes an
 API-format workflow (ComfyUI: "Export (API)"), puts the prompt wherever a
 string input contains the token ``{prompt}`` and ``base_seed + index`` into
-every integer input named ``seed`` or ``noise_seed``, queues it with
+every input whose value is the string ``"{seed}"`` (or, when the workflow has
+none, into the ``seed`` / ``noise_seed`` of its sampler nodes: KSampler,
+KSamplerAdvanced, SamplerCustom, RandomNoise), queues it with
 ``POST /prompt``, polls ``GET /history/<prompt_id>`` until it has finished and
 reads the scores from every node output in the history that has a
 ``reflect_scores`` list (the QualityGate node's UI output; one score per
@@ -56,6 +58,9 @@ if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
 PROMPT_TOKEN = "{prompt}"
+SEED_TOKEN = "{seed}"
+SEED_NODES = ("KSampler", "KSamplerAdvanced", "SamplerCustom", "RandomNoise", "ZigzagKSampler", "WeakStrongReflection",
+              "WeakStrongReflectionLoRA")
 SEED_INPUTS = ("seed", "noise_seed")
 SCORES_KEY = "reflect_scores"
 
@@ -101,16 +106,22 @@ def check_workflow(graph, source: str = "workflow") -> dict:
 
 def substitute(graph: Mapping, prompt: str, seed: int) -> dict:
     """A copy of ``graph`` with ``{prompt}`` replaced by ``prompt`` in every
-    string input (also inside longer strings) and every integer input named
-    ``seed`` / ``noise_seed`` set to ``seed``. Links (``[node_id, slot]``) and
-    other inputs are left as they are."""
+    string input (also inside longer strings) and ``seed`` put into every input
+    whose value is ``"{seed}"``; a workflow without that token gets ``seed`` in
+    the integer ``seed`` / ``noise_seed`` inputs of its sampler nodes
+    (``SEED_NODES``) only, so the seeds of other nodes (a model builder, a
+    noise pattern) stay as they are. Links and other inputs are untouched."""
     out = copy.deepcopy(dict(graph))
+    explicit = any(v == SEED_TOKEN for n in out.values() for v in n.get("inputs", {}).values())
     for node in out.values():
         inputs = node.get("inputs", {})
         for name, value in list(inputs.items()):
-            if isinstance(value, str) and PROMPT_TOKEN in value:
+            if isinstance(value, str) and value == SEED_TOKEN:
+                inputs[name] = int(seed)
+            elif isinstance(value, str) and PROMPT_TOKEN in value:
                 inputs[name] = value.replace(PROMPT_TOKEN, prompt)
-            elif name in SEED_INPUTS and isinstance(value, int) and not isinstance(value, bool):
+            elif (not explicit and node.get("class_type") in SEED_NODES and name in SEED_INPUTS
+                  and isinstance(value, int) and not isinstance(value, bool)):
                 inputs[name] = int(seed)
     return out
 
@@ -533,7 +544,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "percentile table {\"10\": v, ..., \"90\": v} used by QualityGate / AdaptiveStudentTeacher.",
         epilog="The workflow is an API-format export (ComfyUI: Export (API)) that generates with the student and "
                "scores with QualityGate; put the token {prompt} in the prompt text (also used for the score). "
-               "Every integer input named seed or noise_seed gets base_seed + prompt index. Example: "
+               "Inputs set to the string {seed} (else the seed / noise_seed of sampler nodes) get base_seed + prompt "
+               "index. Example: "
                "python tools/calibrate.py --prompts ../shared/datasets/coco_captions_5k.csv -n 5000 "
                "--workflow student_score_api.json --server http://127.0.0.1:8188 --server http://10.0.0.2:8188 "
                "--state lcm.jsonl --out IR_percentiles_lcm_sdxl.json")

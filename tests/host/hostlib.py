@@ -408,6 +408,11 @@ def merge_lora(model, lora: dict, strength: float) -> None:
     return _tiny().merge_lora(model, lora, strength)
 
 
+def build_vae(seed: int = 0):
+    """A seeded tiny ComfyUI VAE (AutoencoderKL layout, 8x downscale, 4 latent channels)."""
+    return _tiny().build_tiny_vae(seed=seed)
+
+
 def build_flux(seed: int = 0):
     """A seeded tiny Flux MODEL (ComfyUI's own Flux transformer, patch size 2, 16 channels)."""
     return _tiny().build_tiny_flux(seed=seed)

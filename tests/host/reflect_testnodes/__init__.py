@@ -3,6 +3,7 @@
 Lets API-format graphs run with no checkpoint and no CLIP:
 
 * ``ReflectTestTinyModel``   -> MODEL: tiny seeded SD1.5 / SDXL UNet (eps, v_prediction, flow, flow_native)
+* ``ReflectTestTinyVAE``     -> VAE: tiny seeded AutoencoderKL (8x, 4 channels)
 * ``ReflectTestConditioning`` -> CONDITIONING: seeded random tensors shaped for the MODEL
 * ``ReflectTestLatentStats``  output node: reports shape / finiteness / mean / std of a LATENT
   in the prompt's history (``outputs[<node id>]["reflect_latent_stats"]``)
@@ -12,7 +13,7 @@ Never shipped: it lives under tests/host and is only placed in a temporary
 custom_nodes folder by the host tests.
 """
 
-from .tiny import FAMILIES, PREDICTIONS, build_tiny_model, latent_stats, make_conditioning
+from .tiny import FAMILIES, PREDICTIONS, build_tiny_model, build_tiny_vae, latent_stats, make_conditioning
 
 _MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
@@ -33,6 +34,19 @@ class ReflectTestTinyModel:
 
     def build(self, family, prediction, seed, flow_shift):
         return (build_tiny_model(family, prediction, seed, flow_shift=flow_shift),)
+
+
+class ReflectTestTinyVAE:
+    CATEGORY = "reflect_test"
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": _MAX_SEED})}}
+
+    def build(self, seed):
+        return (build_tiny_vae(seed),)
 
 
 class ReflectTestConditioning:
@@ -73,11 +87,13 @@ class ReflectTestLatentStats:
 
 NODE_CLASS_MAPPINGS = {
     "ReflectTestTinyModel": ReflectTestTinyModel,
+    "ReflectTestTinyVAE": ReflectTestTinyVAE,
     "ReflectTestConditioning": ReflectTestConditioning,
     "ReflectTestLatentStats": ReflectTestLatentStats,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "ReflectTestTinyModel": "Reflect test: tiny model",
+    "ReflectTestTinyVAE": "Reflect test: tiny VAE",
     "ReflectTestConditioning": "Reflect test: random conditioning",
     "ReflectTestLatentStats": "Reflect test: latent stats",
 }

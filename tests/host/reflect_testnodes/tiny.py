@@ -348,3 +348,22 @@ def build_tiny_flux(seed: int = 0, context_dim: int = 64, pooled_dim: int = 32):
     model.diffusion_model.load_state_dict(seeded_state_dict(model.diffusion_model, seed), strict=True)
     model.eval()
     return _patcher_class()(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def tiny_vae_config(channels: int = 32) -> dict:
+    """AutoencoderKL config: ComfyUI's (and SD's) VAE layout at reduced width,
+    one res block per level, no attention; 8x downscale, 4 latent channels."""
+    dd = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": channels,
+          "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+    return {"params": {"embed_dim": 4, "ddconfig": dd}}
+
+
+def build_tiny_vae(seed: int = 0, channels: int = 32):
+    """A ComfyUI ``VAE`` (comfy.sd.VAE) of a tiny seeded AutoencoderKL, loaded
+    from its state dict as a VAE file would be."""
+    import comfy.sd
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+
+    cfg = tiny_vae_config(channels)
+    sd = seeded_state_dict(AutoencoderKL(**cfg["params"]), seed)
+    return comfy.sd.VAE(sd=sd, config=cfg)
