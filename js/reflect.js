@@ -51,13 +51,13 @@ app.registerExtension({
   },
 });
 
-// Scores on the QualityGate node after execution.
+// Scores (and, on AdaptiveStudentTeacher, what was refined) on the node after execution.
 const LINE = 14;
 
 app.registerExtension({
   name: "ComfyUI-Reflect.scores",
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData.name !== "QualityGate") return;
+    if (nodeData.name !== "QualityGate" && nodeData.name !== "AdaptiveStudentTeacher") return;
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       onExecuted?.apply(this, arguments);
@@ -75,7 +75,7 @@ app.registerExtension({
       ctx.save();
       ctx.font = "12px monospace";
       lines.forEach((text, i) => {
-        ctx.fillStyle = text.endsWith("fail") ? "#f88" : "#8c8";
+        ctx.fillStyle = text.endsWith("fail") || text.endsWith("refined") ? "#f88" : "#8c8";
         ctx.fillText(text, 8, this.size[1] - (lines.length - i) * LINE + 8);
       });
       ctx.restore();

@@ -19,3 +19,10 @@ test("nothing to show before execution", () => {
   assert.deepEqual(scoreLines(undefined), []);
   assert.deepEqual(scoreLines({}), []);
 });
+
+test("the adaptive node lists kept and refined samples and its cost", () => {
+  const ui = { reflect_scores: [0.2, -0.4], reflect_threshold: [0.0], reflect_passed: [true, false],
+    reflect_refined: [false, true], text: ["1/2 refined, 8.00 evaluations per image (formula 8.00)"] };
+  assert.deepEqual(scoreLines(ui), ["1/2 refined (threshold 0.000)", "#0 +0.200 kept", "#1 -0.400 refined",
+    "1/2 refined, 8.00 evaluations per image (formula 8.00)"]);
+});
