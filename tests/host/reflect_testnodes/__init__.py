@@ -4,6 +4,7 @@ Lets API-format graphs run with no checkpoint and no CLIP:
 
 * ``ReflectTestTinyModel``   -> MODEL: tiny seeded SD1.5 / SDXL UNet (eps, v_prediction, flow, flow_native)
 * ``ReflectTestTinyVAE``     -> VAE: tiny seeded AutoencoderKL (8x, 4 channels)
+* ``ReflectTestTinyControlNet`` -> CONTROL_NET: tiny seeded ControlNet for the tiny model of a family
 * ``ReflectTestConditioning`` -> CONDITIONING: seeded random tensors shaped for the MODEL
 * ``ReflectTestLatentStats``  output node: reports shape / finiteness / mean / std of a LATENT
   in the prompt's history (``outputs[<node id>]["reflect_latent_stats"]``)
@@ -13,7 +14,8 @@ Never shipped: it lives under tests/host and is only placed in a temporary
 custom_nodes folder by the host tests.
 """
 
-from .tiny import FAMILIES, PREDICTIONS, build_tiny_model, build_tiny_vae, latent_stats, make_conditioning
+from .tiny import (FAMILIES, PREDICTIONS, build_tiny_controlnet, build_tiny_model, build_tiny_vae, latent_stats,
+                   make_conditioning)
 
 _MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
@@ -47,6 +49,20 @@ class ReflectTestTinyVAE:
 
     def build(self, seed):
         return (build_tiny_vae(seed),)
+
+
+class ReflectTestTinyControlNet:
+    CATEGORY = "reflect_test"
+    RETURN_TYPES = ("CONTROL_NET",)
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"family": (list(FAMILIES), {"default": "sd15"}),
+                             "seed": ("INT", {"default": 0, "min": 0, "max": _MAX_SEED})}}
+
+    def build(self, family, seed):
+        return (build_tiny_controlnet(build_tiny_model(family, "eps", 0), seed=seed),)
 
 
 class ReflectTestConditioning:
@@ -88,12 +104,14 @@ class ReflectTestLatentStats:
 NODE_CLASS_MAPPINGS = {
     "ReflectTestTinyModel": ReflectTestTinyModel,
     "ReflectTestTinyVAE": ReflectTestTinyVAE,
+    "ReflectTestTinyControlNet": ReflectTestTinyControlNet,
     "ReflectTestConditioning": ReflectTestConditioning,
     "ReflectTestLatentStats": ReflectTestLatentStats,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "ReflectTestTinyModel": "Reflect test: tiny model",
     "ReflectTestTinyVAE": "Reflect test: tiny VAE",
+    "ReflectTestTinyControlNet": "Reflect test: tiny ControlNet",
     "ReflectTestConditioning": "Reflect test: random conditioning",
     "ReflectTestLatentStats": "Reflect test: latent stats",
 }

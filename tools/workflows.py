@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""The pack's shipped workflows: UI format (what the ComfyUI canvas loads and
+its Templates browser lists: ``workflows/*.json``) and API format (what
+``POST /prompt`` takes: ``workflows/api/*.json``).
+
+The UI files are the source. ``api`` regenerates every API twin from them, so
+the two cannot drift (the host tests check that the twins equal the
+conversion). ``build`` writes the UI files from the specifications in
+``tools/workflow_specs.py`` (the papers' settings), laying out each node's
+widgets in the order ComfyUI's ``/object_info`` gives. Both need the
+``/object_info`` of a ComfyUI with the pack loaded: a running server
+(``--server``) or a saved copy (``--object-info``).
+
+    python tools/workflows.py build --server http://127.0.0.1:8188
+    python tools/workflows.py api --server http://127.0.0.1:8188
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UI_DIR = os.path.join(REPO, "workflows")
+API_DIR = os.path.join(UI_DIR, "api")
+VIRTUAL = ("Note", "MarkdownNote", "Reroute", "PrimitiveNode")  # frontend-only nodes, absent from the API format
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+
+
+# --------------------------------------------------------------------------- /object_info helpers
+
+def input_specs(info: dict) -> list[tuple[str, object, dict]]:
+    """(name, type, options) of a node's inputs in ComfyUI's order (required, then optional)."""
+    out = []
+    for sec in ("required", "optional"):
+        entries = info.get("input", {}).get(sec) or {}
+        order = (info.get("input_order") or {}).get(sec) or list(entries)
+        for name in order:
+            spec = entries[name]
+            out.append((name, spec[0], spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}))
+    return out
+
+
+def is_widget(typ, opts: dict) -> bool:
+    return (isinstance(typ, list) or typ in WIDGET_TYPES) and not opts.get("forceInput")
+
+
+def extra_value(typ, opts: dict):
+    """The value the frontend stores after this widget's own: 'control after generate' of a seed
+    ('fixed'), the upload button of an image input ('image'); None when there is none."""
+    if typ == "INT" and opts.get("control_after_generate"):
+        return "fixed"
+    if opts.get("image_upload"):
+        return "image"
+    return None
+
+
+def combo_options(typ, opts: dict):
+    if isinstance(typ, list):
+        return typ
+    if typ == "COMBO":
+        return list(opts.get("options", []))
+    return None
+
+
+# --------------------------------------------------------------------------- UI -> API
+
+def ui_to_api(ui: dict, object_info: dict) -> dict:
+    """The API-format graph of a UI-format workflow: every non-virtual, active
+    node with its linked inputs ``[node_id, slot]`` and its widget values by name."""
+    links = {lk[0]: lk for lk in ui.get("links", [])}
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    api = {}
+    for n in sorted(ui["nodes"], key=lambda n: n["id"]):
+        if n["type"] in VIRTUAL or n.get("mode", 0) != 0:
+            continue
+        info = object_info.get(n["type"])
+        if info is None:
+            raise ValueError(f"node {n['id']}: type {n['type']!r} is not in /object_info")
+        inputs = {}
+        values = list(n.get("widgets_values") or [])
+        linked = {i["name"]: i.get("link") for i in n.get("inputs", []) if i.get("link") is not None}
+        for name, typ, opts in input_specs(info):
+            if is_widget(typ, opts):
+                if not values:
+                    raise ValueError(f"node {n['id']} ({n['type']}): no widget value for {name!r}")
+                inputs[name] = values.pop(0)
+                if extra_value(typ, opts) is not None and values:
+                    values.pop(0)
+            if name in linked:
+                lk = links[linked[name]]
+                origin = nodes[lk[1]]
+                if origin["type"] in VIRTUAL:
+                    raise ValueError(f"node {n['id']}: input {name!r} comes from a {origin['type']} node")
+                inputs[name] = [str(lk[1]), lk[2]]
+        if values:
+            raise ValueError(f"node {n['id']} ({n['type']}): {len(values)} widget values left over: {values}")
+        api[str(n["id"])] = {"class_type": n["type"], "inputs": inputs,
+                             "_meta": {"title": n.get("title") or info.get("display_name") or n["type"]}}
+    return api
+
+
+# --------------------------------------------------------------------------- spec -> UI
+
+def build_ui(spec: dict, object_info: dict) -> dict:
+    """A UI-format workflow from a spec: ``{"nodes": [{"id": key, "type", "pos", "inputs": {name: value or
+    (key, slot)}, "title"?, "size"?, "text"? (notes)}], "extra"?: {...}}``. Widgets not given take the
+    /object_info default; seed widgets get 'fixed'."""
+    ids = {n["id"]: i + 1 for i, n in enumerate(spec["nodes"])}
+    ui_nodes, links = [], []
+    out_links: dict = {}
+    for n in spec["nodes"]:
+        nid = ids[n["id"]]
+        base = {"id": nid, "type": n["type"], "pos": list(n.get("pos", [0, 0])), "size": list(n.get("size", [320, 160])),
+                "flags": {}, "order": nid - 1, "mode": 0, "properties": {"Node name for S&R": n["type"]}}
+        if n.get("title"):
+            base["title"] = n["title"]
+        if n["type"] in VIRTUAL:
+            base.update(inputs=[], outputs=[], widgets_values=[n["text"]], properties={"text": ""})
+            if n.get("color"):
+                base["color"], base["bgcolor"] = n["color"], n.get("bgcolor", n["color"])
+            ui_nodes.append(base)
+            continue
+        info = object_info[n["type"]]
+        given = dict(n.get("inputs", {}))
+        inputs, values = [], []
+        for name, typ, opts in input_specs(info):
+            v = given.pop(name, None)
+            if isinstance(v, tuple):
+                links.append([len(links) + 1, ids[v[0]], v[1], nid, len(inputs), None])
+                out_links.setdefault((ids[v[0]], v[1]), []).append(len(links))
+                inputs.append({"name": name, "type": typ if isinstance(typ, str) else "COMBO", "link": len(links)})
+                if is_widget(typ, opts):
+                    inputs[-1]["widget"] = {"name": name}
+                    values.append(opts.get("default"))
+                    if extra_value(typ, opts) is not None:
+                        values.append(extra_value(typ, opts))
+                continue
+            if is_widget(typ, opts):
+                if v is None:
+                    v = opts.get("default")
+                    if v is None:
+                        choices = combo_options(typ, opts)
+                        v = choices[0] if choices else {"INT": 0, "FLOAT": 0.0, "BOOLEAN": False, "STRING": ""}[typ]
+                values.append(v)
+                if extra_value(typ, opts) is not None:
+                    values.append(extra_value(typ, opts))
+            elif v is not None or name in (info.get("input", {}).get("required") or {}):
+                raise ValueError(f"{spec.get('name')}: node {n['id']} ({n['type']}): input {name!r} needs a link")
+        if given:
+            raise ValueError(f"{spec.get('name')}: node {n['id']} ({n['type']}): unknown inputs {sorted(given)}")
+        base["inputs"] = inputs
+        base["outputs"] = [{"name": name, "type": typ, "links": [], "slot_index": i}
+                           for i, (typ, name) in enumerate(zip(info["output"], info["output_name"]))]
+        base["widgets_values"] = values
+        ui_nodes.append(base)
+    by_id = {n["id"]: n for n in ui_nodes}
+    for lk in links:
+        origin = by_id[lk[1]]
+        lk[5] = origin["outputs"][lk[2]]["type"]
+        origin["outputs"][lk[2]]["links"].append(lk[0])
+    return {"last_node_id": len(ui_nodes), "last_link_id": len(links), "nodes": ui_nodes, "links": links,
+            "groups": [], "config": {}, "extra": dict(spec.get("extra", {})), "version": 0.4}
+
+
+# --------------------------------------------------------------------------- files
+
+def load_object_info(server: str | None, path: str | None) -> dict:
+    if path:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    url = (server or "http://127.0.0.1:8188").rstrip("/") + "/object_info"
+    with urllib.request.urlopen(url, timeout=60) as r:
+        return json.loads(r.read().decode("utf-8"))
+
+
+def ui_files() -> list[str]:
+    return sorted(f for f in os.listdir(UI_DIR) if f.endswith(".json"))
+
+
+def dump(obj, path: str):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+def write_api(object_info: dict) -> list[str]:
+    os.makedirs(API_DIR, exist_ok=True)
+    written = []
+    for name in ui_files():
+        with open(os.path.join(UI_DIR, name), encoding="utf-8") as f:
+            dump(ui_to_api(json.load(f), object_info), os.path.join(API_DIR, name))
+        written.append(name)
+    return written
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("command", choices=["build", "api"], help="build: UI files from the specs, then their API "
+                                                               "twins; api: API twins from the UI files")
+    ap.add_argument("--server", help="a running ComfyUI with the pack (default http://127.0.0.1:8188)")
+    ap.add_argument("--object-info", help="a saved /object_info JSON instead of a server")
+    a = ap.parse_args(argv)
+    oi = load_object_info(a.server, a.object_info)
+    if a.command == "build":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from workflow_specs import SPECS
+        for name, spec in SPECS.items():
+            dump(build_ui({**spec, "name": name}, oi), os.path.join(UI_DIR, name + ".json"))
+    for name in write_api(oi):
+        print(f"workflows/api/{name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
