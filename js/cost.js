@@ -1,35 +1,222 @@
-// Cost arithmetic of the pack's nodes, shared by the frontend extension and
-// its unit tests (node --test). Mirrors samplers/zigzag.py `evaluations`.
+// Cost arithmetic of the pack's nodes, shared by the frontend extension and its
+// unit tests (node --test tests/js/). Pure: no DOM, no ComfyUI import.
+//
+// Unit: batch items through the diffusion model per image, CFG branches counted
+// (a KSampler at cfg 5.5 costs 2 per step, at cfg 1 one). This is what
+// samplers/zigzag.py `evaluations` calls "minimal" and what the host tests
+// count through the UNet; tests/host/test_frontend_e2e.py checks these numbers
+// against counts of real runs.
 
-const EVALS_PER_STEP = {
+export const REFERENCE_SCHEDULER = "ddim_reference";
+
+// math.isclose(a, b) with Python's default rel_tol (ComfyUI's cfg == 1 test).
+export function isclose(a, b, relTol = 1e-9) {
+  return a === b || Math.abs(a - b) <= relTol * Math.max(Math.abs(a), Math.abs(b));
+}
+
+// Samplers that need the unconditional prediction even at cfg 1 (they turn
+// ComfyUI's cfg-1 shortcut off): the *_cfg_pp family.
+export const CFG_PP_SAMPLERS = new Set([
+  "euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_2m_cfg_pp",
+  "res_multistep_cfg_pp", "res_multistep_ancestral_cfg_pp", "gradient_estimation_cfg_pp",
+]);
+
+// Branches ComfyUI's sampling_function evaluates at this cfg: only the
+// conditional one at cfg 1 (unless the sampler needs the unconditional one), else both.
+export function cfgBranches(cfg, sampler = "") {
+  return CFG_PP_SAMPLERS.has(sampler) || !isclose(cfg, 1) ? 2 : 1;
+}
+
+// Branches of an evaluation at a guidance forced by the pack
+// (nodes/comfy_glue.py guidance_options): 0 needs only the unconditional
+// branch, 1 only the conditional one.
+export function guidanceBranches(g) {
+  return g === 0 || isclose(g, 1) ? 1 : 2;
+}
+
+// Samplers whose steps take two evaluations, except a last step that ends at
+// sigma 0 (then one: an Euler step).
+const TWO_STAGE = new Set([
+  "heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde",
+  "dpmpp_sde_gpu", "seeds_2", "exp_heun_2_x0", "exp_heun_2_x0_sde",
+]);
+// Samplers whose number of evaluations depends on the model's outputs.
+export const VARIABLE_SAMPLERS = new Set(["dpm_adaptive"]);
+
+// Model evaluations of one run of a ComfyUI sampler over n steps (one call of
+// its sampler function); endsAtZero: the run's last sigma is 0 (every ComfyUI
+// scheduler; not the ddim_reference schedule, nor a piece of a schedule).
+export function samplerEvals(sampler, n, endsAtZero = true) {
+  if (!(n > 0)) return 0;
+  if (TWO_STAGE.has(sampler)) return 2 * n - (endsAtZero ? 1 : 0);
+  if (sampler === "seeds_3") return 3 * n - (endsAtZero ? 2 : 0);
+  if (sampler === "heunpp2") return n === 1 ? 1 : 3 * n - 3; // 3 per step, 2 for the one before last, 1 for the last
+  if (sampler === "sa_solver_pece") return 2 * n - 1; // no corrector after the last step
+  return n;
+}
+
+// Evaluations per step of a sampler, as samplers/zigzag.py's progress bar counts them.
+export const EVALS_PER_STEP = {
   heun: 2, heunpp2: 2, dpm_2: 2, dpm_2_ancestral: 2, dpmpp_2s_ancestral: 2, dpmpp_2s_ancestral_cfg_pp: 2,
   dpmpp_sde: 2, dpmpp_sde_gpu: 2, exp_heun_2_x0: 2, exp_heun_2_x0_sde: 2, seeds_2: 2, seeds_3: 3, sa_solver_pece: 2,
 };
 
-function branches(g) {
-  return g === 0 || g === 1 ? 1 : 2;
+// Steps a sampling node runs: steps, or none at denoise 0.
+function runSteps(steps, denoise) {
+  return denoise === undefined || denoise > 0 ? Math.max(0, Math.trunc(steps)) : 0;
 }
 
-// Batch items through the diffusion model per image for Z-Sampling, and the
-// same for a plain KSampler with the same steps and cfg.
-export function zigzagCost({ steps, cfg, inversion_cfg, zigzag_steps, rounds, inversion = "published", sampler_name = "ddim" }) {
-  const per = EVALS_PER_STEP[sampler_name] ?? 1;
-  const g2 = inversion === "published" && cfg <= 1 ? 1 : inversion_cfg;
-  const lam = Math.max(0, Math.min(zigzag_steps, steps));
-  const zig = branches(cfg) * per;
-  const plain = steps * zig;
-  const total = plain + lam * rounds * (branches(g2) + zig);
-  return { total, plain, factor: plain > 0 ? total / plain : 0 };
+// A plain KSampler: CFG branches x the sampler's evaluations.
+export function ksamplerCost({ steps, cfg, sampler_name = "euler", scheduler = "normal", denoise = 1 }) {
+  const n = runSteps(steps, denoise);
+  return cfgBranches(cfg, sampler_name) * samplerEvals(sampler_name, n, scheduler !== REFERENCE_SCHEDULER);
 }
 
-// Settings the backend refuses, as messages naming the input (empty when fine).
-export function zigzagWarnings({ steps, zigzag_steps, rounds }) {
+function result(total, plain, extra = {}) {
+  return { total, plain, factor: plain > 0 ? total / plain : 0, ...extra };
+}
+
+// samplers/zigzag.py zag_guidance: in 'published' mode cfg <= 1 turns guidance
+// off altogether (the inversion then runs on the conditional branch).
+export function zagGuidance(cfg, inversionCfg, inversion = "published") {
+  return inversion === "published" && cfg <= 1 ? 1 : inversionCfg;
+}
+
+// Z-Sampling (ZigzagKSampler): each of the first lambda steps is a zig, then
+// T_max times a zag (one model call at the inversion guidance) and a zig; every
+// zig of a reflected step runs the sampler over that one step; the remaining
+// steps run in one call of the sampler. Against the same node at lambda 0,
+// which is exactly the base sampler (a KSampler with the same settings).
+export function zigzagCost({ steps, cfg, inversion_cfg = 0, zigzag_steps, rounds = 1, inversion = "published",
+  sampler_name = "ddim", scheduler = REFERENCE_SCHEDULER, denoise = 1 }) {
+  const n = runSteps(steps, denoise);
+  const lam = Math.max(0, Math.min(Math.trunc(zigzag_steps), n - 1));
+  const t = Math.max(1, Math.trunc(rounds));
+  const endsAtZero = scheduler !== REFERENCE_SCHEDULER;
+  const zig = cfgBranches(cfg, sampler_name);
+  const zag = guidanceBranches(zagGuidance(cfg, inversion_cfg, inversion));
+  const oneStep = samplerEvals(sampler_name, 1, false);
+  const total = zig * (lam * (1 + t) * oneStep + samplerEvals(sampler_name, n - lam, endsAtZero)) + lam * t * zag;
+  const plain = zig * samplerEvals(sampler_name, n, endsAtZero);
+  return result(total, plain, { reflected: lam, steps: n, exact: !VARIABLE_SAMPLERS.has(sampler_name) });
+}
+
+// Settings ZigzagKSampler refuses (samplers/zigzag.py check_args), as messages
+// naming the input; empty when fine.
+export function zigzagWarnings({ steps, zigzag_steps, rounds = 1 }) {
   const out = [];
-  if (zigzag_steps > 0 && zigzag_steps >= steps) out.push(`zigzag_steps (${zigzag_steps}) must be smaller than steps (${steps})`);
-  if (rounds < 1) out.push("rounds must be at least 1");
+  if (steps < 1) out.push(`steps must be >= 1 (got ${steps})`);
+  if (zigzag_steps < 0) out.push(`zigzag_steps must be >= 0 (got ${zigzag_steps})`);
+  if (zigzag_steps > 0 && zigzag_steps >= steps) {
+    out.push(`zigzag_steps (${zigzag_steps}) must be smaller than steps (${steps})`);
+  }
+  if (rounds < 1) out.push(`rounds must be at least 1 (got ${rounds})`);
   return out;
 }
 
+// W2SD: how many steps are reflected (nodes/w2sd.py reflected_steps; -1: all but the last).
+export function w2sdReflected(steps, reflect_steps) {
+  return reflect_steps < 0 ? Math.max(steps - 1, 0) : Math.min(reflect_steps, Math.max(steps - 1, 0));
+}
+
+// W2SD (WeakStrongReflection, WeakStrongReflectionLoRA, whose strong side uses
+// cfg): per reflected step the strong side runs the sampler over that step, the
+// weak side inverts (one model call at weak_cfg), the main side runs the step
+// again; the other steps are the main side's. Each side's evaluations go through
+// its own guider: its cfg decides its branches. (The strong side is evaluated in
+// its own guider context, which does not see the sampler's model options, so a
+// *_cfg_pp sampler would not add the unconditional branch to it; such samplers
+// currently fail in W2SD, see w2sdWarnings.)
+export function w2sdCost({ steps, cfg, strong_cfg, weak_cfg = 1, reflect_steps = -1, sampler_name = "ddim",
+  scheduler = REFERENCE_SCHEDULER, denoise = 1 }) {
+  const n = runSteps(steps, denoise);
+  const lam = w2sdReflected(n, reflect_steps);
+  const endsAtZero = scheduler !== REFERENCE_SCHEDULER;
+  const main = cfgBranches(cfg, sampler_name);
+  const strong = cfgBranches(strong_cfg ?? cfg);
+  const weak = cfgBranches(weak_cfg);
+  const oneStep = samplerEvals(sampler_name, 1, false);
+  const total = lam * (strong * oneStep + weak + main * oneStep) + main * samplerEvals(sampler_name, n - lam, endsAtZero);
+  const plain = main * samplerEvals(sampler_name, n, endsAtZero);
+  return result(total, plain, { reflected: lam, steps: n, exact: !VARIABLE_SAMPLERS.has(sampler_name) });
+}
+
+export function w2sdWarnings({ steps, reflect_steps, sampler_name = "ddim" }) {
+  const out = [];
+  if (steps < 1) out.push(`steps must be >= 1 (got ${steps})`);
+  if (reflect_steps >= steps) {
+    out.push(`reflect_steps (${reflect_steps}) must be smaller than steps (${steps}); -1 reflects all but the last`);
+  } else if (CFG_PP_SAMPLERS.has(sampler_name) && w2sdReflected(steps, reflect_steps) > 0) {
+    // the strong side's evaluations do not run the sampler's CFG++ hook: the run fails (TypeError)
+    out.push(`${sampler_name}: CFG++ samplers fail in W2SD's reflected steps; use ${sampler_name.replace(/_cfg_pp$/, "")}`);
+  }
+  return out;
+}
+
+// Adaptive student-teacher (nodes/adaptive.py rollback_plan): the steps the
+// teacher executes on a refined sample, or null for a sigma the node refuses.
+export function teacherSteps({ teacher_steps, sigma, strategy = "refine", rollback_schedule = "reference" }) {
+  const t = Math.trunc(teacher_steps);
+  if (!(t >= 1)) return null;
+  if (strategy === "regenerate") return t;
+  if (!(sigma > 0 && sigma <= 1)) return null;
+  if (rollback_schedule === "comfy") return t; // KSampler(steps, denoise=sigma) runs `steps` steps
+  const scheduled = Math.trunc(t / sigma + 1); // int(T / sigma + 1), as the reference asks diffusers' img2img
+  const init = Math.min(Math.trunc(scheduled * sigma), scheduled);
+  return scheduled - Math.max(scheduled - init, 0);
+}
+
+// The paper's cost per image: student_steps + share refined x teacher steps
+// executed (samplers/adaptive.py expected_evaluations); with a percentile
+// table the share is about k/100; without one (a fixed threshold) it is
+// unknown and the range [student alone, every sample refined] is given.
+export function adaptiveCost({ student_steps, teacher_steps, sigma, strategy = "refine",
+  rollback_schedule = "reference", k = 50 }, { hasTable = true } = {}) {
+  const s = Math.max(0, Math.trunc(student_steps));
+  const exec = teacherSteps({ teacher_steps, sigma, strategy, rollback_schedule });
+  if (exec === null) return null;
+  const share = hasTable ? Math.min(Math.max(k, 0), 100) / 100 : null;
+  const expected = share === null ? null : s + share * exec;
+  return {
+    student: s, teacher: exec, teacherAlone: Math.trunc(teacher_steps), share, expected,
+    min: s, max: s + exec,
+    vsStudent: expected !== null && s > 0 ? expected / s : null,
+    vsTeacher: expected !== null && teacher_steps > 0 ? expected / Math.trunc(teacher_steps) : null,
+  };
+}
+
+export function adaptiveWarnings({ sigma, strategy = "refine", teacher_steps = 1, student_steps = 1 }) {
+  const out = [];
+  if (strategy !== "regenerate" && !(sigma > 0 && sigma <= 1)) out.push(`sigma (${sigma}) must be in (0, 1] for refine`);
+  if (teacher_steps < 1) out.push(`teacher_steps must be >= 1 (got ${teacher_steps})`);
+  if (student_steps < 1) out.push(`student_steps must be >= 1 (got ${student_steps})`);
+  return out;
+}
+
+function num(x) {
+  return Number.isInteger(x) ? String(x) : x.toFixed(2);
+}
+
+// The node's first line: "247 evals/image (x2.47 KSampler)".
 export function costLabel(cost) {
-  return `${cost.total} evals/image (x${cost.factor.toFixed(2)} KSampler)`;
+  return `${num(cost.total)} evals/image (x${cost.factor.toFixed(2)} KSampler)`;
+}
+
+export function zigzagLines(cost) {
+  if (cost.steps === 0) return ["denoise 0: nothing is sampled"];
+  return [costLabel(cost),
+    `KSampler ${cost.plain}; ${cost.reflected} of ${cost.steps} steps reflected${cost.exact ? "" : " (sampler's count varies)"}`];
+}
+
+export const w2sdLines = zigzagLines;
+
+export function adaptiveLines(c) {
+  if (!c) return [];
+  const fmt = (x) => x.toFixed(2);
+  if (c.expected === null) {
+    return [`${c.min}-${c.max} steps/image (fixed threshold: share refined unknown)`,
+      `${c.student} student + share x ${c.teacher} teacher steps`];
+  }
+  return [`${fmt(c.expected)} steps/image at ~${Math.round(c.share * 100)}% refined`,
+    `${c.student} + ${fmt(c.share)} x ${c.teacher}; x${fmt(c.vsStudent)} student, x${fmt(c.vsTeacher)} teacher alone`];
 }

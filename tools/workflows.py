@@ -157,6 +157,7 @@ def build_ui(spec: dict, object_info: dict) -> dict:
                            for i, (typ, name) in enumerate(zip(info["output"], info["output_name"]))]
         base["widgets_values"] = values
         ui_nodes.append(base)
+    _stack_columns(ui_nodes)
     by_id = {n["id"]: n for n in ui_nodes}
     for lk in links:
         origin = by_id[lk[1]]
@@ -164,6 +165,23 @@ def build_ui(spec: dict, object_info: dict) -> dict:
         origin["outputs"][lk[2]]["links"].append(lk[0])
     return {"last_node_id": len(ui_nodes), "last_link_id": len(links), "nodes": ui_nodes, "links": links,
             "groups": [], "config": {}, "extra": dict(spec.get("extra", {})), "version": 0.4}
+
+
+def _stack_columns(nodes: list, gap: int = 40):
+    """Give every node at least the height its slots and widgets need (the
+    frontend draws about 24 px per row) and push nodes of one column down so
+    none overlaps the one above it."""
+    for n in nodes:
+        if n["type"] in VIRTUAL:
+            continue
+        rows = max(len(n["outputs"]), sum(1 for i in n["inputs"] if "widget" not in i)) + len(n["widgets_values"])
+        n["size"][1] = max(n["size"][1], 40 + 24 * rows)
+    for x in sorted({n["pos"][0] for n in nodes}):
+        bottom = None
+        for n in sorted((n for n in nodes if n["pos"][0] == x), key=lambda n: n["pos"][1]):
+            if bottom is not None and n["pos"][1] < bottom + gap:
+                n["pos"][1] = bottom + gap
+            bottom = n["pos"][1] + n["size"][1]
 
 
 # --------------------------------------------------------------------------- files
