@@ -36,7 +36,8 @@ from comfy_api.latest import io
 
 from ..samplers import adaptive as ad
 from ..samplers import quality_gate as qg
-from .quality_gate import CATEGORY as QUALITY_CATEGORY, GateType, ImageRewardType, PercentilesType, split_prompts
+from . import comfy_glue as glue
+from .quality_gate import GateType, ImageRewardType, PercentilesType, split_prompts
 
 STRATEGIES = ("refine", "regenerate")
 ROLLBACK_SCHEDULES = ("reference", "comfy")
@@ -164,9 +165,8 @@ class AdaptiveStudentTeacher(io.ComfyNode):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES} (got {strategy!r})")
         x = samples["samples"]
+        glue.check_samples(x, "samples")
         n = x.shape[0]
-        if n == 0:
-            raise ValueError("samples: empty batch")
         if strategy == "refine":
             steps, denoise, scheduled = rollback_plan(teacher_steps, sigma, rollback_schedule)
         else:
@@ -191,8 +191,10 @@ class AdaptiveStudentTeacher(io.ComfyNode):
                 mask = samples["noise_mask"]
                 sub["noise_mask"] = mask[[i % mask.shape[0] for i in refine_idx]]
             model, counter = counted(teacher_model)
-            refined = comfy_nodes.common_ksampler(model, seed, steps, teacher_cfg, teacher_sampler, teacher_scheduler,
-                                                  teacher_positive, teacher_negative, sub, denoise=denoise)[0]
+            refined = glue.run_naming("samples", sub["samples"].shape, lambda: comfy_nodes.common_ksampler(
+                model, seed, steps, teacher_cfg, teacher_sampler, teacher_scheduler, teacher_positive,
+                teacher_negative, sub, denoise=denoise)[0])
+            glue.check_result(refined["samples"], "teacher_cfg / sigma")
             teacher_calls = counter.calls
             r = refined["samples"].to(out_latent)
             out_latent[refine_idx] = r

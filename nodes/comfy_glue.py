@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 
 import torch
 
@@ -15,6 +16,7 @@ import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import comfy.utils
+import folder_paths
 import latent_preview
 
 # Model evaluations per step of ComfyUI's samplers that are not single-evaluation
@@ -106,6 +108,25 @@ class EvalProgress:
         return out
 
 
+def resolve_file(folder: str, name, input_name: str) -> str | None:
+    """The path of file ``name`` in one of ComfyUI's ``folder`` folders, or None
+    when it is in none of them. A name that is not a plain relative path
+    (absolute, with ``..``, empty, with a NUL) and a file that resolves, through
+    links, outside the folder it was found in are refused with a ValueError
+    naming ``input_name``: a workflow from the network reads only ComfyUI's folders."""
+    if (not isinstance(name, str) or not name.strip() or "\x00" in name or os.path.isabs(name)
+            or os.path.splitdrive(name)[0] or ".." in name.replace("\\", "/").split("/")):
+        raise ValueError(f"{input_name}: {name!r} is not a file name inside the '{folder}' folders")
+    for base in folder_paths.get_folder_paths(folder):
+        path = os.path.join(base, name)
+        if os.path.isfile(path):
+            root, real = os.path.realpath(base), os.path.realpath(path)
+            if os.path.commonpath([root, real]) != root:
+                raise ValueError(f"{input_name}: {name!r} links outside the '{folder}' folder {base}")
+            return path
+    return None
+
+
 def unload_model(patcher) -> None:
     """Offload one ModelPatcher from its compute device now (what ComfyUI's
     ``free_memory`` does to a model it evicts), leaving the others loaded."""
@@ -138,16 +159,64 @@ def run_sampler_segment(sampler, model, x, sigmas, extra_args):
                                     **sampler.extra_options)
 
 
-def sample_with_guider(guider, sampler, sigmas, latent: dict, seed: int, steps_for_bar: int) -> dict:
+def check_samples(x: torch.Tensor, name: str = "latent_image") -> None:
+    """A latent batch the samplers can take: not empty, all finite."""
+    if x.ndim < 3 or x.shape[0] == 0 or x.numel() == 0:
+        raise ValueError(f"{name}: empty batch (shape {tuple(x.shape)})")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name}: contains NaN or infinite values")
+
+
+def check_latent(model, latent: dict, name: str = "latent_image") -> torch.Tensor:
+    """``latent['samples']`` checked for ``model``: not empty, finite, with the
+    channels of the model's latent format (after ComfyUI's own fix for empty
+    latents); returns the fixed tensor."""
+    check_samples(latent["samples"], name)
+    x = fix_empty_latent_channels(model, latent)
+    fmt = model.get_model_object("latent_format")
+    ch = getattr(fmt, "latent_channels", x.shape[1])
+    if x.shape[1] != ch:
+        raise ValueError(f"{name}: latents with {x.shape[1]} channels, the model takes {ch} "
+                         f"({type(fmt).__name__} latent format)")
+    return x
+
+
+def run_naming(name: str, shape, fn):
+    """``fn()``, with a model failure that is not an interrupt or out-of-memory
+    re-raised naming the latent input it was sampling (e.g. a latent too small
+    for the network)."""
+    try:
+        return fn()
+    except comfy.model_management.InterruptProcessingException:
+        raise
+    except (RuntimeError, IndexError) as e:
+        if comfy.model_management.is_oom(e):
+            raise
+        raise RuntimeError(f"{name}: sampling a latent of shape {tuple(shape)} failed: {e}") from e
+
+
+def check_result(x: torch.Tensor, names: str) -> torch.Tensor:
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{names}: sampling produced NaN or infinite values (a guidance scale or strength too "
+                         "large for this model?)")
+    return x
+
+
+def sample_with_guider(guider, sampler, sigmas, latent: dict, seed: int, steps_for_bar: int,
+                       guidance_names: str = "cfg") -> dict:
     """KSampler's path (seeds, batch_index, noise masks, previews) with any
-    GUIDER and SAMPLER: what ``nodes.common_ksampler`` does, with a guider."""
+    GUIDER and SAMPLER: what ``nodes.common_ksampler`` does, with a guider.
+    The latent is checked first and a non-finite result is an error naming
+    ``guidance_names``."""
     model = guider.model_patcher
-    latent_image = fix_empty_latent_channels(model, latent)
+    latent_image = check_latent(model, latent)
     noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index", None))
     callback = latent_preview.prepare_callback(model, steps_for_bar)
     disable_pbar = not comfy.utils.PROGRESS_BAR_ENABLED
-    samples = guider.sample(noise, latent_image, sampler, sigmas, denoise_mask=latent.get("noise_mask", None),
-                            callback=callback, disable_pbar=disable_pbar, seed=seed)
+    samples = run_naming("latent_image", latent_image.shape, lambda: guider.sample(
+        noise, latent_image, sampler, sigmas, denoise_mask=latent.get("noise_mask", None), callback=callback,
+        disable_pbar=disable_pbar, seed=seed))
+    check_result(samples, guidance_names)
     out = latent.copy()
     out.pop("downscale_ratio_spacial", None)
     mm = comfy.model_management
@@ -156,9 +225,10 @@ def sample_with_guider(guider, sampler, sigmas, latent: dict, seed: int, steps_f
     return out
 
 
-def sample_with(model, sampler, sigmas, positive, negative, cfg, latent: dict, seed: int, steps_for_bar: int):
+def sample_with(model, sampler, sigmas, positive, negative, cfg, latent: dict, seed: int, steps_for_bar: int,
+                guidance_names: str = "cfg"):
     """``sample_with_guider`` with a CFGGuider (KSampler's guidance)."""
     guider = comfy.samplers.CFGGuider(model)
     guider.set_conds(positive, negative)
     guider.set_cfg(cfg)
-    return sample_with_guider(guider, sampler, sigmas, latent, seed, steps_for_bar)
+    return sample_with_guider(guider, sampler, sigmas, latent, seed, steps_for_bar, guidance_names)

@@ -92,10 +92,10 @@ def _packaged_vocab() -> str | None:
     return p if os.path.isfile(p) else None
 
 
-def _local(name: str) -> str | None:
-    p = folder_paths.get_full_path(FOLDER, name)
+def _local(name: str, input_name: str = "checkpoint") -> str | None:
+    p = glue.resolve_file(FOLDER, name, input_name)
     if p is None and name == VOCAB:
-        p = folder_paths.get_full_path(FOLDER, os.path.join("bert-base-uncased", VOCAB)) or _packaged_vocab()
+        p = glue.resolve_file(FOLDER, os.path.join("bert-base-uncased", VOCAB), input_name) or _packaged_vocab()
     return p
 
 
@@ -124,7 +124,7 @@ def resolve_files(checkpoint: str, download: str) -> dict[str, str]:
     if download not in DOWNLOAD:
         raise ValueError(f"download must be one of {DOWNLOAD} (got {download!r})")
     wanted = {"checkpoint": checkpoint, "med_config": MED_CONFIG, "vocab": VOCAB}
-    found = {k: _local(name) for k, name in wanted.items()}
+    found = {k: _local(name, k) for k, name in wanted.items()}
     missing = [name for k, name in wanted.items() if found[k] is None]
     if not missing:
         return found
@@ -134,7 +134,7 @@ def resolve_files(checkpoint: str, download: str) -> dict[str, str]:
     why = "download is 'never'" if download == "never" else _download(missing)
     if why is not None:
         raise ValueError(missing_files_message(missing, why))
-    return {k: _local(name) for k, name in wanted.items()}
+    return {k: _local(name, k) for k, name in wanted.items()}
 
 
 # ---------------------------------------------------------------------------
@@ -245,7 +245,7 @@ class ImageRewardPercentiles(io.ComfyNode):
 
     @classmethod
     def execute(cls, table) -> io.NodeOutput:
-        path = folder_paths.get_full_path(TABLES, table)
+        path = glue.resolve_file(TABLES, table, "table")
         if path is None:
             raise ValueError(f"table {table!r} is not in the {TABLES} folders "
                              f"({', '.join(folder_paths.get_folder_paths(TABLES))})")
@@ -313,6 +313,7 @@ class QualityGate(io.ComfyNode):
     def execute(cls, image_reward, images, prompt, prompt_per_line, threshold, k, percentiles=None) -> io.NodeOutput:
         if images is None or images.shape[0] == 0:
             raise ValueError("images: empty batch (nothing to score)")
+        glue.check_samples(images, "images")
         tau = qg.threshold_from_table(percentiles, k, "percentiles") if percentiles is not None else float(threshold)
         prompts = split_prompts(prompt, prompt_per_line, images.shape[0])
         scores = image_reward.score(images, prompts)

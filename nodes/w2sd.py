@@ -152,31 +152,49 @@ def add_terms(switch: w2sd.WeightSwitch, model: torch.nn.Module, terms: list, si
 
 class _SideEval:
     """Evaluates one side's guider (open in its own context) with the
-    model_options of that context; quacks like the guider for samplers that
-    look inside ``model.inner_model``."""
+    model_options given (that context's, see ``side_options``); quacks like
+    the guider for samplers that look inside ``model.inner_model``."""
 
-    def __init__(self, guider, model_options):
-        self.guider, self.model_options = guider, model_options
+    def __init__(self, guider):
+        self.guider = guider
 
     def __getattr__(self, name):
         return getattr(self.guider, name)
 
     def __call__(self, x, sigma, model_options=None, seed=None):
-        return self.guider.outer_predict_noise(x, sigma, model_options=self.model_options, seed=seed)
+        return self.guider.outer_predict_noise(x, sigma, model_options=model_options, seed=seed)
+
+
+POST_CFG = "sampler_post_cfg_function"
+
+
+def side_options(side_opts: dict, main_opts: dict, call_opts: dict) -> dict:
+    """A side's model_options for one evaluation: its own, plus the post-CFG
+    functions the sampler added for this call on top of the main context's
+    (CFG++ samplers read the unconditional prediction through one)."""
+    added = [f for f in call_opts.get(POST_CFG, []) if f not in main_opts.get(POST_CFG, [])]
+    if not added:
+        return side_opts
+    opts = side_opts.copy()
+    opts[POST_CFG] = list(side_opts.get(POST_CFG, [])) + added
+    return opts
 
 
 class _Dispatch:
     """The sampler's model: routes each evaluation to the side named in its
     model_options, with that side's weight differences switched on."""
 
-    def __init__(self, sides: dict, switches: list):
-        self.sides, self.switches = sides, switches
+    def __init__(self, sides: dict, switches: list, side_opts: dict, main_opts: dict):
+        self.sides, self.switches, self.side_opts, self.main_opts = sides, switches, side_opts, main_opts
 
     def __getattr__(self, name):
         return getattr(self.sides["main"], name)
 
     def __call__(self, x, sigma, **kwargs):
-        side = kwargs.get("model_options", {}).get(SIDE_KEY, "main")
+        call_opts = kwargs.get("model_options", {})
+        side = call_opts.get(SIDE_KEY, "main")
+        if side != "main":  # the side's own context, plus what the sampler added for this call
+            kwargs["model_options"] = side_options(self.side_opts[side], self.main_opts, call_opts)
         with contextlib.ExitStack() as stack:
             for s in self.switches:
                 stack.enter_context(s.active(side))
@@ -198,12 +216,12 @@ class W2SDSampler(ZigzagSampler):
         return reflected_steps(n_steps, self.reflect)
 
     def evaluator(self, model_k):
-        sides = {"main": model_k}
+        sides, side_opts = {"main": model_k}, {}
         for name, (guider, opts) in self.side_contexts.items():
             k = copy.copy(model_k)  # KSamplerX0Inpaint: same noise, latent and mask, the side's guider
-            k.inner_model = _SideEval(guider, opts)
-            sides[name] = k
-        return _Dispatch(sides, self.switches)
+            k.inner_model = _SideEval(guider)
+            sides[name], side_opts[name] = k, opts
+        return _Dispatch(sides, self.switches, side_opts, getattr(model_k.inner_model, "model_options", {}))
 
     def role_args(self, extra_args: dict) -> dict:
         def side(name):
@@ -275,8 +293,13 @@ class WeakStrongGuider(comfy.samplers.CFGGuider):
 
     def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
                seed=None):
+        glue.check_samples(latent_image, "latent_image")
         if sigmas.shape[-1] == 0:
             return latent_image
+        return glue.run_naming("latent_image", latent_image.shape, lambda: self._sample(
+            noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed))
+
+    def _sample(self, noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed):
         primaries, terms = self._plan
         clones = {k: (n, p.clone()) for k, (n, p) in primaries.items()}
         for k, (_, c) in clones.items():
@@ -355,16 +378,17 @@ def _common_inputs():
 
 def _run(guiders: dict, seed, steps, sampler_name, scheduler, latent_image, denoise, reflect_steps, inversion):
     reflected_steps(steps, reflect_steps)  # fail before any model is loaded
+    main_model = guiders["main"].model_patcher
+    glue.check_latent(main_model, latent_image)
     if denoise <= 0.0:
         return io.NodeOutput(latent_image)
-    main_model = guiders["main"].model_patcher
     guider = WeakStrongGuider(guiders["strong"], guiders["weak"], guiders["main"], inversion, reflect_steps,
                               reference_scaling=scheduler == REFERENCE_SCHEDULER)
     sigmas = schedule(main_model, sampler_name, scheduler, steps, denoise)
     n = len(sigmas) - 1
     total = model_calls(sampler_name, n, reflected_steps(n, reflect_steps))
     return io.NodeOutput(glue.sample_with_guider(guider, glue.base_sampler(sampler_name)[0], sigmas, latent_image,
-                                                 seed, total))
+                                                 seed, total, "cfg / strong_cfg / weak_cfg"))
 
 
 def _cfg_guider(model, positive, negative, cfg):
@@ -441,7 +465,7 @@ def load_lora_file(lora_name: str) -> dict:
     """A LoRA state dict from ComfyUI's loras folder (safe loading: no pickle),
     the last one kept in memory as LoraLoader does."""
     import comfy.utils
-    path = folder_paths.get_full_path("loras", lora_name)
+    path = glue.resolve_file("loras", lora_name, "lora_name")
     if path is None:
         raise ValueError(f"lora_name {lora_name!r} is not in the loras folders ({folder_paths.get_folder_paths('loras')})")
     key = (path, os.path.getmtime(path))

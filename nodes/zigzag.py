@@ -67,12 +67,14 @@ class ZigzagSampler(comfy.samplers.KSAMPLER):
                disable_pbar=False):
         n = len(sigmas) - 1
         zz.check_args(n, self.reflected_steps(n), self.rounds, self.inversion)
+        glue.check_samples(latent_image if latent_image is not None else noise, "latent_image")
         self._callback, self._total = callback, self.total_calls(n)
         self._guider = model_wrap
         self._unit_start = self.reference_scaling and (latent_image is None or not torch.count_nonzero(latent_image))
         try:
             # KSAMPLER.sample passes our callback through its own k_callback; ours reports per evaluation
-            return super().sample(model_wrap, sigmas, extra_args, None, noise, latent_image, denoise_mask, disable_pbar)
+            return glue.run_naming("latent_image", noise.shape, lambda: super(ZigzagSampler, self).sample(
+                model_wrap, sigmas, extra_args, None, noise, latent_image, denoise_mask, disable_pbar))
         finally:
             self._callback = self._guider = None
             self._unit_start = False
@@ -197,11 +199,12 @@ class ZigzagKSampler(io.ComfyNode):
         zz.check_args(steps, zigzag_steps, rounds, inversion)
         sampler = ZigzagSampler(sampler_name, inversion_cfg, zigzag_steps, rounds, inversion,
                                 reference_scaling=scheduler == REFERENCE_SCHEDULER)
+        glue.check_latent(model, latent_image)
         if denoise <= 0.0:
             return io.NodeOutput(latent_image)
         sigmas = schedule(model, sampler_name, scheduler, steps, denoise)
         out = glue.sample_with(model, sampler, sigmas, positive, negative, cfg, latent_image, seed,
-                               sampler.total_calls(len(sigmas) - 1))
+                               sampler.total_calls(len(sigmas) - 1), "cfg / inversion_cfg")
         return io.NodeOutput(out)
 
 

@@ -5,6 +5,8 @@ Lets API-format graphs run with no checkpoint and no CLIP:
 * ``ReflectTestTinyModel``   -> MODEL: tiny seeded SD1.5 / SDXL UNet (eps, v_prediction, flow, flow_native)
 * ``ReflectTestTinyVAE``     -> VAE: tiny seeded AutoencoderKL (8x, 4 channels)
 * ``ReflectTestTinyControlNet`` -> CONTROL_NET: tiny seeded ControlNet for the tiny model of a family
+* ``ReflectTestLatent``      -> LATENT of any shape and fill (zeros, seeded random, NaN, inf), batch 0 allowed
+* ``ReflectTestImage``       -> IMAGE of any shape and fill, batch 0 allowed
 * ``ReflectTestConditioning`` -> CONDITIONING: seeded random tensors shaped for the MODEL
 * ``ReflectTestLatentStats``  output node: reports shape / finiteness / mean / std of a LATENT
   in the prompt's history (``outputs[<node id>]["reflect_latent_stats"]``)
@@ -65,6 +67,55 @@ class ReflectTestTinyControlNet:
         return (build_tiny_controlnet(build_tiny_model(family, "eps", 0), seed=seed),)
 
 
+FILLS = ["zeros", "random", "nan", "inf"]
+
+
+def _filled(shape, fill, seed):
+    import torch
+    if fill == "random":
+        return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
+    return torch.full(shape, {"zeros": 0.0, "nan": float("nan"), "inf": float("inf")}[fill])
+
+
+class ReflectTestLatent:
+    CATEGORY = "reflect_test"
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "batch": ("INT", {"default": 1, "min": 0, "max": 64}),
+            "channels": ("INT", {"default": 4, "min": 1, "max": 128}),
+            "height": ("INT", {"default": 8, "min": 1, "max": 512, "tooltip": "latent pixels"}),
+            "width": ("INT", {"default": 8, "min": 1, "max": 512}),
+            "fill": (FILLS, {"default": "zeros"}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": _MAX_SEED}),
+        }}
+
+    def make(self, batch, channels, height, width, fill, seed):
+        return ({"samples": _filled((batch, channels, height, width), fill, seed)},)
+
+
+class ReflectTestImage:
+    CATEGORY = "reflect_test"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "batch": ("INT", {"default": 1, "min": 0, "max": 64}),
+            "height": ("INT", {"default": 64, "min": 1, "max": 4096}),
+            "width": ("INT", {"default": 64, "min": 1, "max": 4096}),
+            "fill": (FILLS, {"default": "random"}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": _MAX_SEED}),
+        }}
+
+    def make(self, batch, height, width, fill, seed):
+        return (_filled((batch, height, width, 3), fill, seed),)
+
+
 class ReflectTestConditioning:
     CATEGORY = "reflect_test"
     RETURN_TYPES = ("CONDITIONING",)
@@ -105,6 +156,8 @@ NODE_CLASS_MAPPINGS = {
     "ReflectTestTinyModel": ReflectTestTinyModel,
     "ReflectTestTinyVAE": ReflectTestTinyVAE,
     "ReflectTestTinyControlNet": ReflectTestTinyControlNet,
+    "ReflectTestLatent": ReflectTestLatent,
+    "ReflectTestImage": ReflectTestImage,
     "ReflectTestConditioning": ReflectTestConditioning,
     "ReflectTestLatentStats": ReflectTestLatentStats,
 }
@@ -112,6 +165,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ReflectTestTinyModel": "Reflect test: tiny model",
     "ReflectTestTinyVAE": "Reflect test: tiny VAE",
     "ReflectTestTinyControlNet": "Reflect test: tiny ControlNet",
+    "ReflectTestLatent": "Reflect test: latent",
+    "ReflectTestImage": "Reflect test: image",
     "ReflectTestConditioning": "Reflect test: random conditioning",
     "ReflectTestLatentStats": "Reflect test: latent stats",
 }

@@ -242,7 +242,7 @@ def make_latent(batch: int = 1, height: int = 32, width: int = 32, channels: int
 
 def latent_stats(samples: torch.Tensor) -> dict:
     s = samples.float()
-    finite = bool(torch.isfinite(s).all())
+    finite = bool(torch.isfinite(s).all()) and s.numel() > 0  # an empty batch is no result
     return {
         "shape": list(s.shape), "finite": finite,
         "mean": float(s.mean()) if finite else None, "std": float(s.std()) if finite and s.numel() > 1 else None,
