@@ -175,7 +175,8 @@ class AdaptiveStudentTeacher(io.ComfyNode):
         tau = qg.threshold_from_table(percentiles, k, "percentiles") if percentiles is not None else float(threshold)
         prompts = split_prompts(prompt, prompt_per_line, n)
 
-        images = comfy_nodes.VAEDecode().decode(student_vae, samples)[0]
+        images = glue.run_naming("samples", x.shape, lambda: comfy_nodes.VAEDecode().decode(student_vae, samples)[0],
+                                 (RuntimeError, ValueError))
         scores = image_reward.score(images, prompts)
         refine_idx, keep_idx = ad.select(scores, tau)
 

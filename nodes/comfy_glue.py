@@ -181,7 +181,7 @@ def check_latent(model, latent: dict, name: str = "latent_image") -> torch.Tenso
     return x
 
 
-def run_naming(name: str, shape, fn):
+def run_naming(name: str, shape, fn, errors=(RuntimeError, IndexError)):
     """``fn()``, with a model failure that is not an interrupt or out-of-memory
     re-raised naming the latent input it was sampling (e.g. a latent too small
     for the network)."""
@@ -189,10 +189,10 @@ def run_naming(name: str, shape, fn):
         return fn()
     except comfy.model_management.InterruptProcessingException:
         raise
-    except (RuntimeError, IndexError) as e:
+    except errors as e:
         if comfy.model_management.is_oom(e):
             raise
-        raise RuntimeError(f"{name}: sampling a latent of shape {tuple(shape)} failed: {e}") from e
+        raise RuntimeError(f"{name}: processing a latent of shape {tuple(shape)} failed: {e}") from e
 
 
 def check_result(x: torch.Tensor, names: str) -> torch.Tensor:

@@ -28,6 +28,7 @@ import comfy.samplers
 from comfy_api.latest import io
 
 from ..samplers import swg
+from . import comfy_glue as glue
 from .zigzag import CATEGORY
 
 CROP_CONDITIONINGS = ("auto", "conditional", "unconditional")
@@ -108,8 +109,12 @@ class SWGPatch:
     def layout(self, height: int, width: int) -> list:
         kh = swg.round_crop(self.crop_h, height, self.multiple)
         kw = swg.round_crop(self.crop_w, width, self.multiple)
-        swg.check_layout(height, kh, self.crops_y, "height")
-        swg.check_layout(width, kw, self.crops_x, "width")
+        for name, size, k, n in (("crop_height / crops_y", height, kh, self.crops_y),
+                                 ("crop_width / crops_x", width, kw, self.crops_x)):
+            try:
+                swg.check_layout(size, k, n, "height" if name.startswith("crop_height") else "width")
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
         return swg.windows(height, width, kh, kw, self.crops_y, self.crops_x)
 
     def __call__(self, args):
@@ -123,7 +128,11 @@ class SWGPatch:
         crop_from = uncond if (use_uncond and uncond is not None) else cond
         wins = self.layout(x.shape[-2], x.shape[-1])
         conds = window_conds(crop_from, wins, x)
-        d_crops = comfy.samplers.calc_cond_batch(args["model"], [conds], x, args["sigma"], args["model_options"])[0]
+        kh, kw = wins[0][1] - wins[0][0], wins[0][3] - wins[0][2]
+        d_crops = glue.run_naming(
+            f"crop_width / crop_height ({kh} x {kw} latent pixels)", x.shape,
+            lambda: comfy.samplers.calc_cond_batch(args["model"], [conds], x, args["sigma"], args["model_options"])[0],
+            (RuntimeError, ValueError))
         weight = swg.overlap(x.shape[-2], x.shape[-1], wins, like=x)
         masked = self.masked and (not with_cfg or self.mask_with_cfg)
         return denoised + swg.guidance_term(args["cond_denoised"], d_crops, self.scale, weight, masked)
@@ -153,9 +162,9 @@ class SlidingWindowGuidance(io.ComfyNode):
                 io.Combo.Input("crop_units", options=["latent", "pixels"], default="latent",
                                tooltip="Units of the crop sizes: latent pixels, or image pixels (divided by the "
                                        "model's VAE downscale, 8 for SD/SDXL/Flux)."),
-                io.Int.Input("crops_x", default=2, min=1, max=64,
+                io.Int.Input("crops_x", default=2, min=1, max=16,
                              tooltip="Crops per row (the paper's N); the last crop ends at the edge."),
-                io.Int.Input("crops_y", default=0, min=0, max=64, tooltip="Crops per column (0: same as crops_x)."),
+                io.Int.Input("crops_y", default=0, min=0, max=16, tooltip="Crops per column (0: same as crops_x)."),
                 io.Boolean.Input("masked", default=False,
                                  tooltip="M-SWG: apply the guidance only where more than one crop overlaps."),
                 io.Boolean.Input("mask_with_cfg", default=False,

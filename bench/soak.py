@@ -1,0 +1,105 @@
+"""Soak run: mixed jobs of the pack's shipped workflows (API format, loaders
+swapped for tiny models as in the host tests) through a real ComfyUI server's
+HTTP API, with the server's memory sampled. Prints jobs completed, failures,
+and the growth of the server's resident memory after the first round of jobs
+(the first job of each workflow fills ComfyUI's caches).
+
+    COMFYUI_PATH=/path/to/ComfyUI python bench/soak.py [--jobs 200] [--seed 0]
+"""
+
+import argparse
+import json
+import os
+import random
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(HERE, "tests"))
+sys.path.insert(0, os.path.join(HERE, "tests", "host"))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--jobs", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+
+    import psutil
+    import hostlib
+    import imagereward_tiny as tiny
+    from test_workflows_host import WF_DIR, tiny_graph, _family
+
+    hostlib.bootstrap_comfy()
+    srv = hostlib.ComfyServer()
+    srv.start()
+    try:
+        import safetensors.torch
+        base = srv.base_dir
+        (base / "models" / "loras").mkdir(parents=True, exist_ok=True)
+        graphs = {}
+        for p in sorted((WF_DIR / "api").glob("*.json")):
+            api = json.loads(p.read_text())
+            for n in api.values():
+                if "lora_name" in n["inputs"] and not (base / "models" / "loras" / n["inputs"]["lora_name"]).exists():
+                    lora = hostlib.make_lora(hostlib.build_model(_family(n["inputs"]["lora_name"]), "eps", 0), rank=2)
+                    safetensors.torch.save_file({k: v.contiguous() for k, v in lora.items()},
+                                                str(base / "models" / "loras" / n["inputs"]["lora_name"]))
+                for k, v in n["inputs"].items():
+                    if isinstance(v, str) and "{prompt}" in v:
+                        n["inputs"][k] = v.replace("{prompt}", "a red fox")
+            graphs[p.stem] = tiny_graph(api)
+        tiny.write_files(base / "models" / "image_reward", seed=0, name="ImageReward.pt")
+        from PIL import Image
+        import numpy as np
+        Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(
+            base / "input" / "example.png")
+
+        proc = psutil.Process(srv.proc.pid)
+        samples, stop = [], threading.Event()
+
+        def sample_memory():
+            while not stop.is_set():
+                samples.append((time.monotonic(), proc.memory_info().rss))
+                time.sleep(0.5)
+
+        threading.Thread(target=sample_memory, daemon=True).start()
+        rng = random.Random(a.seed)
+        names = sorted(graphs)
+        order = names + [rng.choice(names) for _ in range(a.jobs - len(names))]  # every workflow first, then mixed
+        done, failures, after_first_round = 0, [], None
+        t0 = time.monotonic()
+        for i, name in enumerate(order):
+            g = json.loads(json.dumps(graphs[name]))
+            for n in g.values():  # new seeds so that ComfyUI's cache does not skip the job
+                for k in ("seed", "noise_seed"):
+                    if k in n["inputs"] and n["class_type"] not in ("ReflectTestTinyModel", "ReflectTestTinyVAE",
+                                                                   "ReflectTestConditioning", "ReflectTestTinyControlNet"):
+                        n["inputs"][k] = 1000 + i
+            entry = srv.run_prompt(g, timeout=900, check=False)
+            err = hostlib.prompt_error(entry)
+            if err is None:
+                done += 1
+            else:
+                failures.append((name, err.splitlines()[0]))
+            if i == len(names) - 1:
+                after_first_round = proc.memory_info().rss
+            if (i + 1) % 20 == 0:
+                print(f"  {i + 1}/{len(order)} jobs, rss {proc.memory_info().rss / 2 ** 20:.0f} MiB", flush=True)
+        stop.set()
+        end = proc.memory_info().rss
+        peak = max(r for _, r in samples)
+        print(f"jobs: {len(order)} ({len(names)} workflows), completed {done}, failures {len(failures)}, "
+              f"{time.monotonic() - t0:.0f} s")
+        for f in failures[:10]:
+            print("  failed:", *f)
+        print(f"server RSS after the first round ({len(names)} jobs): {after_first_round / 2 ** 20:.0f} MiB; "
+              f"after all: {end / 2 ** 20:.0f} MiB; growth {(end - after_first_round) / 2 ** 20:+.0f} MiB; "
+              f"peak {peak / 2 ** 20:.0f} MiB ({len(samples)} samples)")
+    finally:
+        srv.cleanup()
+
+
+if __name__ == "__main__":
+    main()
