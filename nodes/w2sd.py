@@ -184,8 +184,8 @@ class _Dispatch:
     """The sampler's model: routes each evaluation to the side named in its
     model_options, with that side's weight differences switched on."""
 
-    def __init__(self, sides: dict, switches: list, side_opts: dict, main_opts: dict):
-        self.sides, self.switches, self.side_opts, self.main_opts = sides, switches, side_opts, main_opts
+    def __init__(self, sides: dict, switches: list, side_opts: dict, owner):
+        self.sides, self.switches, self.side_opts, self.owner = sides, switches, side_opts, owner
 
     def __getattr__(self, name):
         return getattr(self.sides["main"], name)
@@ -194,7 +194,7 @@ class _Dispatch:
         call_opts = kwargs.get("model_options", {})
         side = call_opts.get(SIDE_KEY, "main")
         if side != "main":  # the side's own context, plus what the sampler added for this call
-            kwargs["model_options"] = side_options(self.side_opts[side], self.main_opts, call_opts)
+            kwargs["model_options"] = side_options(self.side_opts[side], self.owner.base_options, call_opts)
         with contextlib.ExitStack() as stack:
             for s in self.switches:
                 stack.enter_context(s.active(side))
@@ -221,9 +221,12 @@ class W2SDSampler(ZigzagSampler):
             k = copy.copy(model_k)  # KSamplerX0Inpaint: same noise, latent and mask, the side's guider
             k.inner_model = _SideEval(guider)
             sides[name], side_opts[name] = k, opts
-        return _Dispatch(sides, self.switches, side_opts, getattr(model_k.inner_model, "model_options", {}))
+        return _Dispatch(sides, self.switches, side_opts, self)
 
     def role_args(self, extra_args: dict) -> dict:
+        # what the sampler function adds to these options for a call (CFG++'s post-CFG hook) reaches every side
+        self.base_options = extra_args.get("model_options", {})
+
         def side(name):
             args = dict(extra_args)
             args["model_options"] = {**extra_args.get("model_options", {}), SIDE_KEY: name}

@@ -243,9 +243,10 @@ def test_w2sd_guider_bad_input(server, latent, cfgs, reflect, steps):
 def test_swg_bad_input(server, family, latent, scale, crop, crop_h, units, n, ny, masked, with_cfg, cond, start, end,
                        cfg):
     # SWG patches a MODEL sampled by ComfyUI's own KSampler, which by itself fails on an empty batch or a 1 x 1
-    # latent (too small for the tiny UNet) and passes NaN through: those are KSampler's inputs, not SWG's (crops larger than the latent are SWG's)
+    # latent (too small for the tiny UNet) or a 16-channel latent and passes NaN through: those are KSampler's inputs, not SWG's (crops larger than the latent are SWG's)
     latent = {**latent, "batch": max(latent["batch"], 1), "height": max(latent["height"], 4),
-              "width": max(latent["width"], 4), "fill": "zeros" if latent["fill"] == "nan" else latent["fill"]}
+              "width": max(latent["width"], 4), "fill": "zeros" if latent["fill"] == "nan" else latent["fill"],
+              "channels": 4}
     g = base_graph(family, latent)
     g["swg"] = {"class_type": "SlidingWindowGuidance", "inputs": {
         "model": ["m", 0], "scale": scale, "crop_width": crop, "crop_height": crop_h, "crop_units": units,
