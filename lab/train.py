@@ -75,6 +75,27 @@ def _log(name, step, total, loss, t0):
     print(f"  {name}: step {step}/{total} loss {loss:.4f} ({time.time() - t0:.0f} s)", flush=True)
 
 
+def _fit(net, opt, s, loss_at, name, log_every, t0, ema=None, warmup=200):
+    """The loop every network here is trained with: warm-up/cosine learning
+    rate, one optimiser step on ``loss_at(step)``, and for the diffusion models
+    gradient clipping and the EMA; logs a running loss every ``log_every``."""
+    run = 0.0
+    for step in range(s["steps"]):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, s["steps"], s["lr"], warmup=warmup)
+        loss = loss_at(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if ema is not None:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        if ema is not None:
+            ema.update(net, step)
+        run = 0.98 * run + 0.02 * loss.item() if step else loss.item()
+        if (step + 1) % log_every == 0:
+            _log(name, step + 1, s["steps"], run, t0)
+
+
 def train_classifier(name: str, log_every: int = 500, steps: int | None = None, save: bool = True):
     s = dict(SETTINGS[name], **({"steps": steps} if steps else {}))
     torch.manual_seed(s["seed"])
@@ -82,17 +103,12 @@ def train_classifier(name: str, log_every: int = 500, steps: int | None = None, 
     x, y = data.load("train")
     net = models.build(name).train()
     opt = torch.optim.AdamW(net.parameters(), lr=s["lr"], weight_decay=1e-4)
-    t0 = time.time()
-    for step in range(s["steps"]):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, s["steps"], s["lr"])
+
+    def loss_at(step):
         idx = torch.randint(0, len(x), (s["batch"],), generator=g)
-        loss = F.cross_entropy(net(augment(x[idx], g)), y[idx], label_smoothing=0.05)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if (step + 1) % log_every == 0:
-            _log(name, step + 1, s["steps"], loss.item(), t0)
+        return F.cross_entropy(net(augment(x[idx], g)), y[idx], label_smoothing=0.05)
+
+    _fit(net, opt, s, loss_at, name, log_every, time.time())
     net.eval()
     xt, yt = data.load("test")
     with torch.no_grad():
@@ -125,25 +141,17 @@ def train_diffusion(name: str, log_every: int = 500, steps: int | None = None, s
     net = models.build(name).train()
     ema = EMA(net, s["ema"])
     opt = torch.optim.AdamW(net.parameters(), lr=s["lr"], weight_decay=0.0)
-    t0, run = time.time(), 0.0
-    for step in range(s["steps"]):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, s["steps"], s["lr"])
+
+    def loss_at(step):
         idx = torch.randint(0, len(x), (s["batch"],), generator=g)
         x0, labels = x[idx], y[idx].clone()
         labels[torch.rand(len(idx), generator=g) < s["p_uncond"]] = NULL_CLASS
         t = torch.randint(0, len(SIGMA_TABLE), (len(idx),), generator=g)
         sigma = SIGMA_TABLE[t]
         noise = torch.randn(x0.shape, generator=g)
-        loss = F.mse_loss(eps_of(net, x0 + sigma.reshape(-1, 1, 1, 1) * noise, sigma, labels), noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        ema.update(net, step)
-        run = 0.98 * run + 0.02 * loss.item() if step else loss.item()
-        if (step + 1) % log_every == 0:
-            _log(name, step + 1, s["steps"], run, t0)
+        return F.mse_loss(eps_of(net, x0 + sigma.reshape(-1, 1, 1, 1) * noise, sigma, labels), noise)
+
+    _fit(net, opt, s, loss_at, name, log_every, time.time(), ema=ema)
     if save:
         models.save(ema.net, name, metadata={**s, "params": models.n_params(net)})
     return ema.net
@@ -192,23 +200,15 @@ def train_student(log_every: int = 500) -> torch.nn.Module:
     ema = EMA(net, s["ema"])
     opt = torch.optim.AdamW(net.parameters(), lr=s["lr"], weight_decay=0.0)
     levels = torch.tensor(cfg["levels"])
-    run = 0.0
-    for step in range(s["steps"]):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, s["steps"], s["lr"], warmup=100)
+
+    def loss_at(step):
         idx = torch.randint(0, cfg["trajectories"], (s["batch"],), generator=g)
         lev = levels[torch.randint(0, len(levels), (s["batch"],), generator=g)]
         xx, sigma = pts[lev, idx], sig[lev]
         pred = xx - sigma.reshape(-1, 1, 1, 1) * eps_of(net, xx, sigma, labels[idx])
-        loss = F.mse_loss(pred, target[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        ema.update(net, step)
-        run = 0.98 * run + 0.02 * loss.item() if step else loss.item()
-        if (step + 1) % log_every == 0:
-            _log("student", step + 1, s["steps"], run, t0)
+        return F.mse_loss(pred, target[idx])
+
+    _fit(net, opt, s, loss_at, "student", log_every, t0, ema=ema, warmup=100)
     models.save(ema.net, "student", metadata={**s, **{k: str(v) for k, v in cfg.items()}})
     return ema.net
 

@@ -35,9 +35,9 @@ import nodes as comfy_nodes
 from comfy_api.latest import io
 
 from ..samplers import adaptive as ad
-from ..samplers import quality_gate as qg
 from . import comfy_glue as glue
-from .quality_gate import GateType, ImageRewardType, PercentilesType, split_prompts
+from . import quality_gate as qgn
+from .quality_gate import GateType, ImageRewardType, split_prompts
 
 STRATEGIES = ("refine", "regenerate")
 ROLLBACK_SCHEDULES = ("reference", "comfy")
@@ -125,14 +125,8 @@ class AdaptiveStudentTeacher(io.ComfyNode):
                 io.Combo.Input("rollback_schedule", options=list(ROLLBACK_SCHEDULES), default="reference",
                                tooltip="reference: int(steps/sigma + 1) scheduled steps, the last int(N*sigma) run "
                                        "(as the reference's img2img); comfy: KSampler's denoise (int(steps/sigma))."),
-                io.Float.Input("threshold", default=0.0, min=-10.0, max=10.0, step=0.01,
-                               tooltip="Samples scoring below this go to the teacher (ignored with a percentile "
-                                       "table)."),
-                io.Int.Input("k", default=50, min=0, max=100, step=10,
-                             tooltip="With a percentile table: the threshold is its k-th percentile; about k% of "
-                                     "the student's samples go to the teacher (paper: 50)."),
-                PercentilesType.Input("percentiles", optional=True,
-                                      tooltip="Percentile table of the student's ImageReward scores."),
+                *qgn.threshold_inputs("Samples scoring below this go to the teacher",
+                                      "; about k% of the student's samples go to the teacher"),
                 io.Vae.Input("teacher_vae", optional=True,
                              tooltip="Only when the teacher uses another latent format than the student (e.g. SD1.5 "
                                      "student, SDXL teacher): its VAE encodes the student's images for it."),
@@ -172,13 +166,14 @@ class AdaptiveStudentTeacher(io.ComfyNode):
         else:
             steps, denoise, scheduled = int(teacher_steps), 1.0, int(teacher_steps)
         _check_formats(x, student_vae, teacher_model, teacher_vae, student_model)
-        tau = qg.threshold_from_table(percentiles, k, "percentiles") if percentiles is not None else float(threshold)
+        tau = qgn.threshold_of(threshold, k, percentiles)
         prompts = split_prompts(prompt, prompt_per_line, n)
 
         images = glue.run_naming("samples", x.shape, lambda: comfy_nodes.VAEDecode().decode(student_vae, samples)[0],
                                  (RuntimeError, ValueError))
         scores = image_reward.score(images, prompts)
-        refine_idx, keep_idx = ad.select(scores, tau)
+        gate = qgn.make_gate(scores, tau, k, percentiles)
+        refine_idx = gate["failed_indices"]
 
         # the teacher's view of the samples: the same latents, or its VAE's encoding of the images
         cross = teacher_vae is not None and teacher_vae is not student_vae
@@ -214,8 +209,6 @@ class AdaptiveStudentTeacher(io.ComfyNode):
             "expected_at_k": (ad.expected_evaluations(student_steps, steps, int(k) / 100)
                               if percentiles is not None and 0 <= k <= 100 else None),
         }
-        gate = {"scores": scores, "threshold": tau, "passed": ~torch.tensor(refined_mask, dtype=torch.bool),
-                "passed_indices": keep_idx, "failed_indices": refine_idx, "k": int(k) if percentiles is not None else None}
         out = {k_: v for k_, v in samples.items() if k_ not in ("samples", "noise_mask", "downscale_ratio_spacial")}
         out["samples"] = out_latent
         ui = {"reflect_scores": report["scores"], "reflect_threshold": [tau], "reflect_passed": [not r for r in refined_mask],

@@ -266,6 +266,34 @@ def split_prompts(prompt: str, per_line: bool, batch: int) -> list[str]:
     return lines
 
 
+def threshold_inputs(below: str, k_effect: str) -> list:
+    """The threshold / k / percentiles inputs (QualityGate, AdaptiveStudentTeacher)."""
+    return [
+        io.Float.Input("threshold", default=0.0, min=-10.0, max=10.0, step=0.01,
+                       tooltip=f"{below} (ignored when a percentile table is connected). ImageReward scores are "
+                               "normalised: 0 is the mean of its training data, typical values lie in -2..2."),
+        io.Int.Input("k", default=50, min=0, max=100, step=10,
+                     tooltip=f"With a percentile table: the threshold is its k-th percentile{k_effect} (paper: 50)."),
+        PercentilesType.Input("percentiles", optional=True,
+                              tooltip="Percentile table of the student's ImageReward scores (ImageReward Percentile "
+                                      "Table, or a calibration run)."),
+    ]
+
+
+def threshold_of(threshold: float, k: int, percentiles) -> float:
+    """tau: the k-th percentile of a connected table, else the threshold input."""
+    return qg.threshold_from_table(percentiles, k, "percentiles") if percentiles is not None else float(threshold)
+
+
+def make_gate(scores: torch.Tensor, tau: float, k: int, percentiles) -> dict:
+    """The GATE value: scores, tau, the pass mask (score >= tau) and the order
+    indices of the passed and failed samples."""
+    passed = qg.gate(scores, tau)
+    p_idx, f_idx = qg.split_indices(passed)
+    return {"scores": scores, "threshold": tau, "passed": passed, "passed_indices": p_idx,
+            "failed_indices": f_idx, "k": int(k) if percentiles is not None else None}
+
+
 class QualityGate(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -287,15 +315,7 @@ class QualityGate(io.ComfyNode):
                 io.Boolean.Input("prompt_per_line", default=False,
                                  tooltip="One prompt per line, one line per image of the batch (a single line "
                                          "serves every image)."),
-                io.Float.Input("threshold", default=0.0, min=-10.0, max=10.0, step=0.01,
-                               tooltip="Images scoring below this fail (ignored when a percentile table is "
-                                       "connected). ImageReward scores are normalised: 0 is the mean of its "
-                                       "training data, typical values lie in -2..2."),
-                io.Int.Input("k", default=50, min=0, max=100, step=10,
-                             tooltip="With a percentile table: the threshold is its k-th percentile (paper: 50)."),
-                PercentilesType.Input("percentiles", optional=True,
-                                      tooltip="Percentile table of the student's scores (ImageReward Percentile "
-                                              "Table, or a calibration run)."),
+                *threshold_inputs("Images scoring below this fail", ""),
             ],
             outputs=[
                 io.Image.Output("passed", display_name="passed", tooltip="Images at or above the threshold, in order."),
@@ -314,13 +334,11 @@ class QualityGate(io.ComfyNode):
         if images is None or images.shape[0] == 0:
             raise ValueError("images: empty batch (nothing to score)")
         glue.check_samples(images, "images")
-        tau = qg.threshold_from_table(percentiles, k, "percentiles") if percentiles is not None else float(threshold)
+        tau = threshold_of(threshold, k, percentiles)
         prompts = split_prompts(prompt, prompt_per_line, images.shape[0])
         scores = image_reward.score(images, prompts)
-        passed = qg.gate(scores, tau)
-        p_idx, f_idx = qg.split_indices(passed)
-        gate = {"scores": scores, "threshold": tau, "passed": passed, "passed_indices": p_idx,
-                "failed_indices": f_idx, "k": int(k) if percentiles is not None else None}
+        gate = make_gate(scores, tau, k, percentiles)
+        passed, p_idx, f_idx = gate["passed"], gate["passed_indices"], gate["failed_indices"]
         report = {"scores": [round(float(s), 6) for s in scores], "threshold": tau, "passed": passed.tolist()}
         best = int(torch.argmax(scores))
         ui = {"reflect_scores": report["scores"], "reflect_threshold": [tau], "reflect_passed": report["passed"],

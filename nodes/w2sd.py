@@ -316,6 +316,10 @@ class WeakStrongGuider(comfy.samplers.CFGGuider):
         for name, g in self.guiders.items():
             c = copy.copy(g)
             c.model_patcher = clones[id(g.model_patcher.model)][1]
+            if type(g) is comfy.samplers.CFGGuider and float(g.cfg) == 0.0:
+                # guidance 0 is the unconditional prediction: evaluate only that branch, as Z-Sampling's
+                # inversion does (ComfyUI's own CFG skips a branch only at cfg 1)
+                c.model_options = glue.guidance_options(g.model_options, 0.0)
             sides[name] = c
         contexts, result = {}, []
 

@@ -162,6 +162,42 @@ def test_paper_setting_batch_items(W, base, lora_file):
     assert c.items == 2 * 247
 
 
+def test_zero_guidance_side_runs_one_branch(W, Z, base, reflect_pack):
+    """A side at guidance 0 is its unconditional prediction: one batch item per
+    image and evaluation, as samplers.w2sd.evaluations counts it (ComfyUI's own
+    CFG skips a branch only at 1), with the output of both branches evaluated."""
+    hostlib.init_builtin_nodes()
+    import comfy.samplers
+    import nodes
+    M = nodes.NODE_CLASS_MAPPINGS
+
+    class BothBranches(comfy.samplers.CFGGuider):
+        """ComfyUI's CFG as it is (a subclass, so W2SD leaves its branches alone)."""
+
+    model, pos, neg = base
+    latent = hostlib.empty_latent(batch=2, height=8, width=8)
+    for kw, cfgs in ((dict(weak_cfg=0.0), (5.5, 0.0, 5.5)), (dict(strong_cfg=0.0, weak_cfg=1.0), (0.0, 1.0, 5.5))):
+        with CountItems(model) as c:
+            got = reflection(W, model, pos, neg, latent, steps=10, seed=4, **kw)
+        assert c.items == 2 * reflect_pack.samplers.w2sd.evaluations(10, *cfgs)["minimal"]
+        g = {}
+        for side, cfg in zip(("strong", "weak", "main"), cfgs):
+            g[side] = BothBranches(model)
+            g[side].set_conds(pos, neg)
+            g[side].set_cfg(cfg)
+        guider = hostlib.run_node(W.WeakStrongGuiderNode, strong=g["strong"], weak=g["weak"], main=g["main"],
+                                  reflect_steps=-1, inversion="published", reference_scaling=True)[0]
+        sigmas = hostlib.run_node(Z.ZigzagReferenceScheduler, model=model, steps=10, denoise=1.0)[0]
+        with CountItems(model) as c2:
+            ref = hostlib.run_node(M["SamplerCustomAdvanced"], noise=hostlib.run_node(M["RandomNoise"], noise_seed=4)[0],
+                                   guider=guider, sampler=hostlib.run_node(M["KSamplerSelect"], sampler_name="ddim")[0],
+                                   sigmas=sigmas, latent_image=latent)[0]["samples"]
+        assert c2.items == c.items + 2 * 9  # the zero-guidance side's conditional branch, on each reflected step
+        # equal up to float rounding (one branch alone vs both in one batch), amplified over the steps
+        torch.testing.assert_close(got, ref, rtol=1e-3, atol=1e-3)
+        assert rel(got, ref) < 1e-4
+
+
 def test_pipeline_difference_uses_each_sides_conditionings(W, base):
     model, pos, neg = base
     other = hostlib.conditioning(model, seed=9)

@@ -77,6 +77,18 @@ def _filled(shape, fill, seed):
     return torch.full(shape, {"zeros": 0.0, "nan": float("nan"), "inf": float("inf")}[fill])
 
 
+def _tensor_inputs(channels: bool, side: int, side_max: int, fill: str) -> dict:
+    """Inputs of the test nodes that make a tensor of a given shape and fill."""
+    shape = {"batch": ("INT", {"default": 1, "min": 0, "max": 64})}
+    if channels:
+        shape["channels"] = ("INT", {"default": 4, "min": 1, "max": 128})
+    return {"required": {**shape,
+                         "height": ("INT", {"default": side, "min": 1, "max": side_max}),
+                         "width": ("INT", {"default": side, "min": 1, "max": side_max}),
+                         "fill": (FILLS, {"default": fill}),
+                         "seed": ("INT", {"default": 0, "min": 0, "max": _MAX_SEED})}}
+
+
 class ReflectTestLatent:
     CATEGORY = "reflect_test"
     RETURN_TYPES = ("LATENT",)
@@ -84,14 +96,7 @@ class ReflectTestLatent:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "batch": ("INT", {"default": 1, "min": 0, "max": 64}),
-            "channels": ("INT", {"default": 4, "min": 1, "max": 128}),
-            "height": ("INT", {"default": 8, "min": 1, "max": 512, "tooltip": "latent pixels"}),
-            "width": ("INT", {"default": 8, "min": 1, "max": 512}),
-            "fill": (FILLS, {"default": "zeros"}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": _MAX_SEED}),
-        }}
+        return _tensor_inputs(True, 8, 512, "zeros")  # height and width in latent pixels
 
     def make(self, batch, channels, height, width, fill, seed):
         return ({"samples": _filled((batch, channels, height, width), fill, seed)},)
@@ -104,13 +109,7 @@ class ReflectTestImage:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "batch": ("INT", {"default": 1, "min": 0, "max": 64}),
-            "height": ("INT", {"default": 64, "min": 1, "max": 4096}),
-            "width": ("INT", {"default": 64, "min": 1, "max": 4096}),
-            "fill": (FILLS, {"default": "random"}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": _MAX_SEED}),
-        }}
+        return _tensor_inputs(False, 64, 4096, "random")
 
     def make(self, batch, height, width, fill, seed):
         return (_filled((batch, height, width, 3), fill, seed),)
