@@ -119,36 +119,37 @@ export function w2sdReflected(steps, reflect_steps) {
   return reflect_steps < 0 ? Math.max(steps - 1, 0) : Math.min(reflect_steps, Math.max(steps - 1, 0));
 }
 
+// Branches of a W2SD reflection side (nodes/w2sd.py): its guider's CFG, except
+// that guidance 0 evaluates only the unconditional branch. The strong side runs
+// the sampler's step, so a CFG++ sampler asks it for both branches at cfg 1;
+// the weak side's inversion is a plain model call.
+export function sideBranches(cfg, sampler = "") {
+  return cfg === 0 ? 1 : cfgBranches(cfg, sampler);
+}
+
 // W2SD (WeakStrongReflection, WeakStrongReflectionLoRA, whose strong side uses
 // cfg): per reflected step the strong side runs the sampler over that step, the
 // weak side inverts (one model call at weak_cfg), the main side runs the step
-// again; the other steps are the main side's. Each side's evaluations go through
-// its own guider: its cfg decides its branches. (The strong side is evaluated in
-// its own guider context, which does not see the sampler's model options, so a
-// *_cfg_pp sampler would not add the unconditional branch to it; such samplers
-// currently fail in W2SD, see w2sdWarnings.)
+// again; the other steps are the main side's (KSampler's CFG).
 export function w2sdCost({ steps, cfg, strong_cfg, weak_cfg = 1, reflect_steps = -1, sampler_name = "ddim",
   scheduler = REFERENCE_SCHEDULER, denoise = 1 }) {
   const n = runSteps(steps, denoise);
   const lam = w2sdReflected(n, reflect_steps);
   const endsAtZero = scheduler !== REFERENCE_SCHEDULER;
   const main = cfgBranches(cfg, sampler_name);
-  const strong = cfgBranches(strong_cfg ?? cfg);
-  const weak = cfgBranches(weak_cfg);
+  const strong = sideBranches(strong_cfg ?? cfg, sampler_name);
+  const weak = sideBranches(weak_cfg, "");
   const oneStep = samplerEvals(sampler_name, 1, false);
   const total = lam * (strong * oneStep + weak + main * oneStep) + main * samplerEvals(sampler_name, n - lam, endsAtZero);
   const plain = main * samplerEvals(sampler_name, n, endsAtZero);
   return result(total, plain, { reflected: lam, steps: n, exact: !VARIABLE_SAMPLERS.has(sampler_name) });
 }
 
-export function w2sdWarnings({ steps, reflect_steps, sampler_name = "ddim" }) {
+export function w2sdWarnings({ steps, reflect_steps }) {
   const out = [];
   if (steps < 1) out.push(`steps must be >= 1 (got ${steps})`);
   if (reflect_steps >= steps) {
     out.push(`reflect_steps (${reflect_steps}) must be smaller than steps (${steps}); -1 reflects all but the last`);
-  } else if (CFG_PP_SAMPLERS.has(sampler_name) && w2sdReflected(steps, reflect_steps) > 0) {
-    // the strong side's evaluations do not run the sampler's CFG++ hook: the run fails (TypeError)
-    out.push(`${sampler_name}: CFG++ samplers fail in W2SD's reflected steps; use ${sampler_name.replace(/_cfg_pp$/, "")}`);
   }
   return out;
 }

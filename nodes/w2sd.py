@@ -166,17 +166,23 @@ class _SideEval:
 
 
 POST_CFG = "sampler_post_cfg_function"
+CFG1_OFF = "disable_cfg1_optimization"
 
 
 def side_options(side_opts: dict, main_opts: dict, call_opts: dict) -> dict:
     """A side's model_options for one evaluation: its own, plus the post-CFG
     functions the sampler added for this call on top of the main context's
-    (CFG++ samplers read the unconditional prediction through one)."""
+    (CFG++ samplers read the unconditional prediction through one), and the
+    sampler's request for both branches at cfg 1 (which CFG++ makes with it)."""
     added = [f for f in call_opts.get(POST_CFG, []) if f not in main_opts.get(POST_CFG, [])]
-    if not added:
+    both = call_opts.get(CFG1_OFF, False) and not main_opts.get(CFG1_OFF, False)
+    if not added and not both:
         return side_opts
     opts = side_opts.copy()
-    opts[POST_CFG] = list(side_opts.get(POST_CFG, [])) + added
+    if added:
+        opts[POST_CFG] = list(side_opts.get(POST_CFG, [])) + added
+    if both:
+        opts[CFG1_OFF] = True
     return opts
 
 
@@ -316,9 +322,10 @@ class WeakStrongGuider(comfy.samplers.CFGGuider):
         for name, g in self.guiders.items():
             c = copy.copy(g)
             c.model_patcher = clones[id(g.model_patcher.model)][1]
-            if type(g) is comfy.samplers.CFGGuider and float(g.cfg) == 0.0:
-                # guidance 0 is the unconditional prediction: evaluate only that branch, as Z-Sampling's
-                # inversion does (ComfyUI's own CFG skips a branch only at cfg 1)
+            if name != "main" and type(g) is comfy.samplers.CFGGuider and float(g.cfg) == 0.0:
+                # a reflection side at guidance 0 is the unconditional prediction: evaluate only that branch,
+                # as Z-Sampling's inversion does (ComfyUI's CFG skips a branch only at cfg 1; the main side
+                # stays KSampler's, so reflect_steps 0 is KSampler at any cfg)
                 c.model_options = glue.guidance_options(g.model_options, 0.0)
             sides[name] = c
         contexts, result = {}, []

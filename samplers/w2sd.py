@@ -19,14 +19,19 @@ import torch
 from .zigzag import Denoiser, ScaleFn, eps_input_scale, euler_step, sample_zigzag
 
 
-def evaluations(steps: int, strong_cfg: float, weak_cfg: float, main_cfg: float) -> dict:
-    """Batch items through the diffusion model per image: ours (one branch for
-    a guidance of 0 or 1) and the reference's (both branches everywhere)."""
+def evaluations(steps: int, strong_cfg: float, weak_cfg: float, main_cfg: float,
+                reflect_steps: Optional[int] = None) -> dict:
+    """Batch items through the diffusion model per image with DDIM: ours and
+    the reference's (both branches everywhere). Ours: the strong and weak
+    sides need one branch at a guidance of 0 or 1; the main side is KSampler's
+    CFG, one branch only at 1. ``reflect_steps`` defaults to every step but the
+    last."""
     def branches(g):
         return 1 if g in (0.0, 1.0) else 2
-    reflected = steps - 1
-    minimal = reflected * (branches(strong_cfg) + branches(weak_cfg) + branches(main_cfg)) + branches(main_cfg)
-    reference = reflected * 6 + 2
+    main = 1 if main_cfg == 1.0 else 2
+    reflected = steps - 1 if reflect_steps is None else reflect_steps
+    minimal = reflected * (branches(strong_cfg) + branches(weak_cfg)) + steps * main
+    reference = reflected * 4 + steps * 2
     return {"minimal": minimal, "reference": reference}
 
 

@@ -81,16 +81,14 @@ def evaluations(steps: int, lambda_steps: int, rounds: int, gamma1: float, gamma
                 inversion: str = "published", evals_per_step: int = 1) -> dict:
     """Batch items through the diffusion model per image (CFG branches counted).
 
-    ``minimal``: ours (a guidance of 0 needs only the unconditional branch, a
-    guidance of 1 only the conditional one). ``reference``: the reference code,
+    ``minimal``: ours. The zig is KSampler's CFG (one branch only at a
+    guidance of 1); the zag needs only the unconditional branch at a guidance
+    of 0 and only the conditional one at 1. ``reference``: the reference code,
     which runs both branches whenever gamma_1 > 1.
     """
-    def branches(g):
-        return 1 if (g == 0.0 or g == 1.0) else 2
-
     g2 = zag_guidance(gamma1, gamma2, inversion)
-    zig = branches(gamma1) * evals_per_step
-    zag = branches(g2)
+    zig = (1 if gamma1 == 1.0 else 2) * evals_per_step
+    zag = 1 if (g2 == 0.0 or g2 == 1.0) else 2
     minimal = steps * zig + lambda_steps * rounds * (zag + zig)
     ref_b = 2 if gamma1 > 1.0 else 1
     reference = steps * ref_b * evals_per_step + lambda_steps * rounds * (ref_b + ref_b * evals_per_step)

@@ -30,3 +30,6 @@ def test_matches_diffusers_reference(mode):
 def test_paper_setting_counts():
     ev = w2sd.evaluations(50, 5.5, 1.0, 5.5)
     assert ev == {"minimal": 247, "reference": 296}
+    # the first 10 steps reflected: 10 x (strong 2 + weak 1) + 50 main steps x 2
+    assert w2sd.evaluations(50, 5.5, 1.0, 5.5, reflect_steps=10) == {"minimal": 130, "reference": 140}
+    assert w2sd.evaluations(50, 5.5, 1.0, 5.5, reflect_steps=0) == {"minimal": 100, "reference": 100}

@@ -143,6 +143,9 @@ W2SD_CASES = [
     {"weak_cfg": 5.5, "strong_cfg": 1.0, "sampler_name": "heun", "scheduler": "normal"},
     {"reflect_steps": 0},
     {"reflect_steps": 0, "cfg": 1.0, "sampler_name": "euler_cfg_pp", "scheduler": "normal"},
+    {"cfg": 1.0, "strong_cfg": 1.0, "weak_cfg": 0.0, "sampler_name": "euler_cfg_pp", "scheduler": "normal"},
+    {"strong_cfg": 0.0, "weak_cfg": 0.0},
+    {"cfg": 0.0, "weak_cfg": 0.0, "reflect_steps": 2},
 ]
 
 

@@ -149,6 +149,11 @@ def test_equal_sides_is_zigzag(W, Z, base):
         got = reflection(W, model, pos, neg, latent, weak_cfg=0.0, steps=10, inversion=mode)
         ref = zigzag(Z, model, pos, neg, latent, steps=10, g2=0.0, lam=9, inversion=mode)
         torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+    # a CFG++ sampler at cfg 1: the strong side's steps read both branches (the sampler asks for them)
+    kw = dict(sampler="euler_cfg_pp", scheduler="normal", steps=8, inversion="paper")
+    got = reflection(W, model, pos, neg, latent, cfg=1.0, strong_cfg=1.0, weak_cfg=0.0, **kw)
+    ref = zigzag(Z, model, pos, neg, latent, cfg=1.0, g2=0.0, lam=7, **kw)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
 
 
 def test_paper_setting_batch_items(W, base, lora_file):
@@ -180,6 +185,9 @@ def test_zero_guidance_side_runs_one_branch(W, Z, base, reflect_pack):
         with CountItems(model) as c:
             got = reflection(W, model, pos, neg, latent, steps=10, seed=4, **kw)
         assert c.items == 2 * reflect_pack.samplers.w2sd.evaluations(10, *cfgs)["minimal"]
+        with CountItems(model) as c3:
+            reflection(W, model, pos, neg, latent, steps=10, seed=4, reflect_steps=4, **kw)
+        assert c3.items == 2 * reflect_pack.samplers.w2sd.evaluations(10, *cfgs, reflect_steps=4)["minimal"]
         g = {}
         for side, cfg in zip(("strong", "weak", "main"), cfgs):
             g[side] = BothBranches(model)

@@ -82,12 +82,21 @@ test("W2SD paper setting: 247 per image (weak side at cfg 1 is single-branch)", 
   assert.equal(w2sdCost({ ...w2sdPaper, strong_cfg: undefined, cfg: 1 }).total, 50 + 49 * 2);
 });
 
+test("W2SD sides: guidance 0 is one branch, CFG++ asks the strong side for both at cfg 1", () => {
+  const base = { steps: 10, cfg: 5.5, strong_cfg: 5.5, weak_cfg: 1, scheduler: "normal", sampler_name: "euler" };
+  // 9 reflected steps x (strong + weak + main) + the last step: the main side is KSampler's CFG
+  assert.equal(w2sdCost({ ...base, weak_cfg: 0 }).total, 9 * (2 + 1 + 2) + 2);
+  assert.equal(w2sdCost({ ...base, strong_cfg: 0, weak_cfg: 0 }).total, 9 * (1 + 1 + 2) + 2);
+  assert.equal(w2sdCost({ ...base, cfg: 0, strong_cfg: 5.5 }).total, 9 * (2 + 1 + 2) + 2);
+  assert.equal(w2sdCost({ ...base, cfg: 1, strong_cfg: 1, weak_cfg: 1, sampler_name: "euler_cfg_pp" }).total,
+    9 * (2 + 1 + 2) + 2);
+});
+
 test("W2SD reflect_steps >= steps is flagged", () => {
   assert.deepEqual(w2sdWarnings(w2sdPaper), []);
   assert.deepEqual(w2sdWarnings({ ...w2sdPaper, reflect_steps: 49 }), []);
   assert.match(w2sdWarnings({ ...w2sdPaper, reflect_steps: 50 })[0], /reflect_steps \(50\) must be smaller than steps \(50\)/);
-  assert.match(w2sdWarnings({ ...w2sdPaper, sampler_name: "euler_cfg_pp" })[0], /CFG\+\+ samplers fail/);
-  assert.deepEqual(w2sdWarnings({ ...w2sdPaper, sampler_name: "euler_cfg_pp", reflect_steps: 0 }), []);
+  assert.deepEqual(w2sdWarnings({ ...w2sdPaper, sampler_name: "euler_cfg_pp" }), []); // CFG++ runs in W2SD
 });
 
 test("adaptive: rollback counts as the reference's img2img and KSampler's denoise", () => {
