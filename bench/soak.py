@@ -2,9 +2,13 @@
 swapped for tiny models as in the host tests, schedules cut to 6 steps) through a real ComfyUI server's
 HTTP API, with the server's memory sampled. Prints jobs completed, failures,
 and the growth of the server's resident memory after the first round of jobs
-(the first job of each workflow fills ComfyUI's caches).
+(the first job of each workflow fills ComfyUI's caches). Every --probe-every
+jobs a probe job (the test pack's ReflectTestMemoryProbe) reports, after a
+garbage collection, the server's live torch tensors and their bytes, the
+objects the collector tracks, and the resident memory after malloc_trim:
+a leak shows there without the allocator's noise.
 
-    COMFYUI_PATH=/path/to/ComfyUI python bench/soak.py [--jobs 200] [--seed 0]
+    COMFYUI_PATH=/path/to/ComfyUI python bench/soak.py [--jobs 200] [--seed 0] [--clear-history]
 """
 
 import argparse
@@ -24,6 +28,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--probe-every", type=int, default=50,
+                    help="every so many jobs, a probe job reports the server's live tensors, tracked objects and "
+                         "trimmed resident memory")
+    ap.add_argument("--clear-history", action="store_true",
+                    help="clear ComfyUI's prompt history after each job (it keeps up to 10,000 finished prompts "
+                         "with their graphs and outputs), to tell its growth from the nodes'")
     a = ap.parse_args()
 
     import psutil
@@ -78,7 +88,14 @@ def main():
         rng = random.Random(a.seed)
         names = sorted(graphs)
         order = names + [rng.choice(names) for _ in range(a.jobs - len(names))]  # every workflow first, then mixed
-        done, failures, after_first_round = 0, [], None
+        done, failures, after_first_round, per_job, probes = 0, [], None, [], []
+
+        def probe(after_jobs):
+            entry = srv.run_prompt({"1": {"class_type": "ReflectTestMemoryProbe", "inputs": {"run": after_jobs}}},
+                                   timeout=300)
+            probes.append((after_jobs, entry["outputs"]["1"]["reflect_memory"][0]))
+
+        probe(0)
         t0 = time.monotonic()
         for i, name in enumerate(order):
             g = json.loads(json.dumps(graphs[name]))
@@ -89,12 +106,17 @@ def main():
                         n["inputs"][k] = 1000 + i
             entry = srv.run_prompt(g, timeout=900, check=False)
             err = hostlib.prompt_error(entry)
+            if a.clear_history:
+                srv.post_json("/history", {"clear": True})
             if err is None:
                 done += 1
             else:
                 failures.append((name, err.splitlines()[0]))
+            per_job.append(proc.memory_info().rss)
             if i == len(names) - 1:
-                after_first_round = proc.memory_info().rss
+                after_first_round = per_job[-1]
+            if i + 1 == len(names) or (i + 1) % a.probe_every == 0:
+                probe(i + 1)
             if (i + 1) % 20 == 0:
                 print(f"  {i + 1}/{len(order)} jobs, rss {proc.memory_info().rss / 2 ** 20:.0f} MiB", flush=True)
         stop.set()
@@ -107,6 +129,21 @@ def main():
         print(f"server RSS after the first round ({len(names)} jobs): {after_first_round / 2 ** 20:.0f} MiB; "
               f"after all: {end / 2 ** 20:.0f} MiB; growth {(end - after_first_round) / 2 ** 20:+.0f} MiB; "
               f"peak {peak / 2 ** 20:.0f} MiB ({len(samples)} samples)")
+        print("probes (garbage collected, malloc_trim): jobs, live tensors, their MiB, tracked objects, RSS MiB")
+        for n_jobs, p in probes:
+            print(f"  {n_jobs:5d} {p['tensors']:8d} {p['tensor_bytes'] / 2 ** 20:9.2f} {p['gc_objects']:9d} "
+                  f"{p['rss'] / 2 ** 20:8.0f}")
+        first = next(p for n_jobs, p in probes if n_jobs == len(names))
+        last = probes[-1][1]
+        print(f"after the first round -> end: live tensors {first['tensors']} -> {last['tensors']} "
+              f"({(last['tensor_bytes'] - first['tensor_bytes']) / 2 ** 20:+.2f} MiB), tracked objects "
+              f"{last['gc_objects'] - first['gc_objects']:+d}, trimmed RSS {(last['rss'] - first['rss']) / 2 ** 20:+.0f} MiB")
+        settled = per_job[2 * len(names):]  # after every workflow has run twice
+        if len(settled) >= 10:
+            import numpy as np
+            slope = np.polyfit(np.arange(len(settled)), np.array(settled) / 2 ** 20, 1)[0] * 100
+            print(f"after job {2 * len(names)}: {settled[0] / 2 ** 20:.0f} MiB -> {settled[-1] / 2 ** 20:.0f} MiB, "
+                  f"least-squares trend {slope:+.2f} MiB per 100 jobs over {len(settled)} jobs")
     finally:
         srv.cleanup()
 

@@ -156,6 +156,35 @@ def test_equal_sides_is_zigzag(W, Z, base):
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("cfg", [5.5, 1.0])
+def test_every_sampler_equal_sides_is_zigzag(W, Z, base, cfg):
+    """For every sampler ComfyUI offers, W2SD with one model on every side
+    gives Z-Sampling's result (each side's steps run the sampler as the zigs
+    do; at cfg 1 CFG++ samplers ask for both branches), and with nothing
+    reflected both give KSampler's."""
+    import comfy.samplers
+    model, pos, neg = base
+    latent = hostlib.empty_latent(batch=1, height=8, width=8)
+    bad = {}
+    for name in comfy.samplers.SAMPLER_NAMES:
+        kw = dict(sampler=name, scheduler="normal", steps=4, seed=3, inversion="paper")
+        try:
+            got = reflection(W, model, pos, neg, latent, cfg=cfg, strong_cfg=cfg, weak_cfg=0.0, **kw)
+            ref = zigzag(Z, model, pos, neg, latent, cfg=cfg, g2=0.0, lam=3, **kw)
+            if not torch.allclose(got, ref, rtol=0, atol=1e-5):
+                bad[name] = f"W2SD vs Z-Sampling: max difference {(got - ref).abs().max().item():.3g}"
+            plain = hostlib.ksampler(model, pos, neg, latent, seed=3, steps=4, cfg=cfg, sampler_name=name,
+                                     scheduler="normal")["samples"]
+            for label, out in (("W2SD", reflection(W, model, pos, neg, latent, cfg=cfg, strong_cfg=cfg,
+                                                   reflect_steps=0, **kw)),
+                               ("Z-Sampling", zigzag(Z, model, pos, neg, latent, cfg=cfg, lam=0, **kw))):
+                if not torch.equal(out, plain):
+                    bad[f"{name} ({label}, nothing reflected)"] = "differs from KSampler"
+        except Exception as e:  # collect all, report together
+            bad[name] = repr(e)
+    assert not bad, bad
+
+
 def test_paper_setting_batch_items(W, base, lora_file):
     """50 steps, strong cfg 5.5, weak cfg 1.0, main cfg 5.5: 247 batch items per
     image through the UNet (the reference runs 296)."""

@@ -151,6 +151,45 @@ class ReflectTestLatentStats:
         return {"ui": {"reflect_latent_stats": [latent_stats(samples["samples"])]}}
 
 
+class ReflectTestMemoryProbe:
+    """What the server process holds: after a garbage collection, the live torch
+    tensors (count and bytes of their distinct storages), the number of objects
+    the collector tracks, and the resident memory after glibc returns its free
+    pages (malloc_trim), so that allocator slack does not read as growth."""
+    CATEGORY = "reflect_test"
+    RETURN_TYPES = ()
+    FUNCTION = "probe"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"run": ("INT", {"default": 0, "min": 0, "max": _MAX_SEED,
+                                             "tooltip": "change it to run the probe again"})}}
+
+    def probe(self, run):
+        import ctypes
+        import gc
+        import torch
+        gc.collect()
+        tensors, storages = 0, {}
+        for o in gc.get_objects():
+            try:
+                if isinstance(o, torch.Tensor) and o.device.type != "meta":
+                    tensors += 1
+                    st = o.untyped_storage()
+                    storages[st.data_ptr()] = st.nbytes()
+            except Exception:
+                pass
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:
+            pass
+        import psutil
+        out = {"tensors": tensors, "tensor_bytes": sum(storages.values()), "gc_objects": len(gc.get_objects()),
+               "rss": psutil.Process().memory_info().rss}
+        return {"ui": {"reflect_memory": [out]}}
+
+
 NODE_CLASS_MAPPINGS = {
     "ReflectTestTinyModel": ReflectTestTinyModel,
     "ReflectTestTinyVAE": ReflectTestTinyVAE,
@@ -159,6 +198,7 @@ NODE_CLASS_MAPPINGS = {
     "ReflectTestImage": ReflectTestImage,
     "ReflectTestConditioning": ReflectTestConditioning,
     "ReflectTestLatentStats": ReflectTestLatentStats,
+    "ReflectTestMemoryProbe": ReflectTestMemoryProbe,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "ReflectTestTinyModel": "Reflect test: tiny model",
@@ -168,4 +208,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ReflectTestImage": "Reflect test: image",
     "ReflectTestConditioning": "Reflect test: random conditioning",
     "ReflectTestLatentStats": "Reflect test: latent stats",
+    "ReflectTestMemoryProbe": "Reflect test: memory probe",
 }
