@@ -181,6 +181,16 @@ def check_latent(model, latent: dict, name: str = "latent_image") -> torch.Tenso
     return x
 
 
+def is_oom(e: BaseException) -> bool:
+    """Whether ``e`` is an out-of-memory error (ComfyUI's own test where it has
+    one, 0.4+; before that its OOM_EXCEPTION or an 'out of memory' message)."""
+    mm = comfy.model_management
+    if hasattr(mm, "is_oom"):
+        return mm.is_oom(e)
+    oom = getattr(mm, "OOM_EXCEPTION", torch.cuda.OutOfMemoryError)
+    return (oom is not Exception and isinstance(e, oom)) or "out of memory" in str(e).lower()
+
+
 def run_naming(name: str, shape, fn, errors=(RuntimeError, IndexError)):
     """``fn()``, with a model failure that is not an interrupt or out-of-memory
     re-raised naming the latent input it was sampling (e.g. a latent too small
@@ -190,7 +200,7 @@ def run_naming(name: str, shape, fn, errors=(RuntimeError, IndexError)):
     except comfy.model_management.InterruptProcessingException:
         raise
     except errors as e:
-        if comfy.model_management.is_oom(e):
+        if is_oom(e):
             raise
         raise RuntimeError(f"{name}: processing a latent of shape {tuple(shape)} failed: {e}") from e
 

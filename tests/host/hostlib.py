@@ -194,6 +194,15 @@ def _bootstrap(path: Path, base: Path, cpu: bool, extra_args) -> ComfyEnv:
         raise RuntimeError(f"imported `nodes` from {nodes.__file__}, expected {path / 'nodes.py'}")
     import comfy_api.latest  # noqa: F401
 
+    import comfy.utils
+
+    if comfy.utils.PROGRESS_BAR_HOOK is None:
+        # what ComfyUI's main.py installs in a server: every progress update honours the Cancel flag
+        # (0.17 also checks it in every op; 0.3.x only here), so in-process runs interrupt as served ones do
+        def progress_hook(value, total, preview_image, prompt_id=None, node_id=None):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+
+        comfy.utils.set_progress_bar_global_hook(progress_hook)
     device = str(comfy.model_management.get_torch_device())
     if cpu and device != "cpu":
         raise RuntimeError(f"ComfyUI picked device {device} despite --cpu")

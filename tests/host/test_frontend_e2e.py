@@ -269,11 +269,16 @@ def frontend(request):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("pageerror", lambda e: errors.append(f"{e}\n{getattr(e, 'stack', '') or ''}"))
         page.goto(comfy_server.url)
         page.wait_for_function("() => window.app?.graph && window.comfyAPI?.api?.api && "
                                "window.LiteGraph?.registered_node_types?.ZigzagKSampler", timeout=120_000)
-        page.reflect_errors = errors
+        # errors while the app starts: the frontend's own are not ours to fix (frontend 1.27, which ComfyUI
+        # 0.3.64 pins, throws one in its settings setup); none may come from an extension's module
+        page.startup_errors = list(errors)
+        assert not [e for e in page.startup_errors if "/extensions/" in e], page.startup_errors
+        errors.clear()
+        page.reflect_errors = errors  # from here on, any page error fails the test
         yield page
         browser.close()
 

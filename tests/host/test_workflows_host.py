@@ -95,7 +95,12 @@ def test_ui_workflow_is_valid_for_the_server(info, name):
             elif iname in (info[n["type"]]["input"].get("required") or {}):
                 assert iname in linked, f"node {n['id']} ({n['type']}): required input {iname} not connected"
         assert not values, f"node {n['id']} ({n['type']}): extra widget values {values}"
-    assert json.loads((WF_DIR / "api" / name).read_text()) == wf.ui_to_api(ui, info), "API twin differs"
+    def graph(api):  # _meta titles fall back to display names, which differ between ComfyUI versions
+        return {k: {kk: vv for kk, vv in n.items() if kk != "_meta"} for k, n in api.items()}
+    twin, converted = json.loads((WF_DIR / "api" / name).read_text()), wf.ui_to_api(ui, info)
+    assert graph(twin) == graph(converted), "API twin differs"
+    if hostlib.comfyui_version().startswith("0.17"):  # the version the twins are generated with
+        assert twin == converted, "API twin differs (titles)"
 
 
 @pytest.mark.parametrize("name", UI_FILES)
