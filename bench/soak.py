@@ -19,6 +19,8 @@ import sys
 import threading
 import time
 
+import numpy as np
+
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(HERE, "tests"))
 sys.path.insert(0, os.path.join(HERE, "tests", "host"))
@@ -38,28 +40,16 @@ def main():
 
     import psutil
     import hostlib
-    import imagereward_tiny as tiny
-    from test_workflows_host import WF_DIR, tiny_graph, _family
+    from test_workflows_host import WF_DIR, fill_prompts, tiny_graph, write_server_files
 
     hostlib.bootstrap_comfy()
     srv = hostlib.ComfyServer()
     srv.start()
     try:
-        import safetensors.torch
-        base = srv.base_dir
-        (base / "models" / "loras").mkdir(parents=True, exist_ok=True)
+        write_server_files(srv.base_dir)
         graphs = {}
         for p in sorted((WF_DIR / "api").glob("*.json")):
-            api = json.loads(p.read_text())
-            for n in api.values():
-                if "lora_name" in n["inputs"] and not (base / "models" / "loras" / n["inputs"]["lora_name"]).exists():
-                    lora = hostlib.make_lora(hostlib.build_model(_family(n["inputs"]["lora_name"]), "eps", 0), rank=2)
-                    safetensors.torch.save_file({k: v.contiguous() for k, v in lora.items()},
-                                                str(base / "models" / "loras" / n["inputs"]["lora_name"]))
-                for k, v in n["inputs"].items():
-                    if isinstance(v, str) and "{prompt}" in v:
-                        n["inputs"][k] = v.replace("{prompt}", "a red fox")
-            g = tiny_graph(api)
+            g = tiny_graph(fill_prompts(json.loads(p.read_text())))
             for n in g.values():  # short schedules: the soak is about the server's health, not the images
                 inp = n["inputs"]
                 if isinstance(inp.get("steps"), int):
@@ -70,11 +60,6 @@ def main():
                 if isinstance(inp.get("teacher_steps"), int):
                     inp["teacher_steps"] = min(inp["teacher_steps"], 4)
             graphs[p.stem] = g
-        tiny.write_files(base / "models" / "image_reward", seed=0, name="ImageReward.pt")
-        from PIL import Image
-        import numpy as np
-        Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(
-            base / "input" / "example.png")
 
         proc = psutil.Process(srv.proc.pid)
         samples, stop = [], threading.Event()
@@ -88,7 +73,7 @@ def main():
         rng = random.Random(a.seed)
         names = sorted(graphs)
         order = names + [rng.choice(names) for _ in range(a.jobs - len(names))]  # every workflow first, then mixed
-        done, failures, after_first_round, per_job, probes = 0, [], None, [], []
+        done, failures, per_job, probes = 0, [], [], []
 
         def probe(after_jobs):
             entry = srv.run_prompt({"1": {"class_type": "ReflectTestMemoryProbe", "inputs": {"run": after_jobs}}},
@@ -113,14 +98,12 @@ def main():
             else:
                 failures.append((name, err.splitlines()[0]))
             per_job.append(proc.memory_info().rss)
-            if i == len(names) - 1:
-                after_first_round = per_job[-1]
             if i + 1 == len(names) or (i + 1) % a.probe_every == 0:
                 probe(i + 1)
             if (i + 1) % 20 == 0:
                 print(f"  {i + 1}/{len(order)} jobs, rss {proc.memory_info().rss / 2 ** 20:.0f} MiB", flush=True)
         stop.set()
-        end = proc.memory_info().rss
+        end, after_first_round = proc.memory_info().rss, per_job[len(names) - 1]
         peak = max(r for _, r in samples)
         print(f"jobs: {len(order)} ({len(names)} workflows), completed {done}, failures {len(failures)}, "
               f"{time.monotonic() - t0:.0f} s")
@@ -140,7 +123,6 @@ def main():
               f"{last['gc_objects'] - first['gc_objects']:+d}, trimmed RSS {(last['rss'] - first['rss']) / 2 ** 20:+.0f} MiB")
         settled = per_job[2 * len(names):]  # after every workflow has run twice
         if len(settled) >= 10:
-            import numpy as np
             slope = np.polyfit(np.arange(len(settled)), np.array(settled) / 2 ** 20, 1)[0] * 100
             print(f"after job {2 * len(names)}: {settled[0] / 2 ** 20:.0f} MiB -> {settled[-1] / 2 ** 20:.0f} MiB, "
                   f"least-squares trend {slope:+.2f} MiB per 100 jobs over {len(settled)} jobs")

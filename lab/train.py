@@ -96,12 +96,18 @@ def _fit(net, opt, s, loss_at, name, log_every, t0, ema=None, warmup=200):
             _log(name, step + 1, s["steps"], run, t0)
 
 
-def train_classifier(name: str, log_every: int = 500, steps: int | None = None, save: bool = True):
+def _start(name: str, steps: int | None):
+    """Settings (``steps`` overriding), seeded generator, training data and a
+    fresh network of ``name``, made in that order from its seed."""
     s = dict(SETTINGS[name], **({"steps": steps} if steps else {}))
     torch.manual_seed(s["seed"])
     g = torch.Generator().manual_seed(s["seed"])
     x, y = data.load("train")
-    net = models.build(name).train()
+    return s, g, x, y, models.build(name).train()
+
+
+def train_classifier(name: str, log_every: int = 500, steps: int | None = None, save: bool = True):
+    s, g, x, y, net = _start(name, steps)
     opt = torch.optim.AdamW(net.parameters(), lr=s["lr"], weight_decay=1e-4)
 
     def loss_at(step):
@@ -134,11 +140,7 @@ class EMA:
 
 def train_diffusion(name: str, log_every: int = 500, steps: int | None = None, save: bool = True):
     """Epsilon-prediction DDPM training on the scaled-linear table, class dropout for CFG."""
-    s = dict(SETTINGS[name], **({"steps": steps} if steps else {}))
-    torch.manual_seed(s["seed"])
-    g = torch.Generator().manual_seed(s["seed"])
-    x, y = data.load("train")
-    net = models.build(name).train()
+    s, g, x, y, net = _start(name, steps)
     ema = EMA(net, s["ema"])
     opt = torch.optim.AdamW(net.parameters(), lr=s["lr"], weight_decay=0.0)
 

@@ -197,7 +197,7 @@ class AdaptiveStudentTeacher(io.ComfyNode):
             out_images[refine_idx] = comfy_nodes.VAEDecode().decode(teacher_vae if cross else student_vae,
                                                                     {"samples": r})[0].to(out_images)
 
-        refined_mask = [i in set(refine_idx) for i in range(n)]
+        refined_mask = [not ok for ok in gate["passed"].tolist()]
         per_image = student_steps + teacher_calls * len(refine_idx) / n
         share = len(refine_idx) / n
         report = {
@@ -211,7 +211,7 @@ class AdaptiveStudentTeacher(io.ComfyNode):
         }
         out = {k_: v for k_, v in samples.items() if k_ not in ("samples", "noise_mask", "downscale_ratio_spacial")}
         out["samples"] = out_latent
-        ui = {"reflect_scores": report["scores"], "reflect_threshold": [tau], "reflect_passed": [not r for r in refined_mask],
+        ui = {"reflect_scores": report["scores"], "reflect_threshold": [tau], "reflect_passed": gate["passed"].tolist(),
               "reflect_refined": refined_mask,
               "text": [f"{len(refine_idx)}/{n} refined, {per_image:.2f} evaluations per image "
                        f"(formula {report['paper_formula']:.2f})"]}

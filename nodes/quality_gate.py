@@ -331,8 +331,6 @@ class QualityGate(io.ComfyNode):
 
     @classmethod
     def execute(cls, image_reward, images, prompt, prompt_per_line, threshold, k, percentiles=None) -> io.NodeOutput:
-        if images is None or images.shape[0] == 0:
-            raise ValueError("images: empty batch (nothing to score)")
         glue.check_samples(images, "images")
         tau = threshold_of(threshold, k, percentiles)
         prompts = split_prompts(prompt, prompt_per_line, images.shape[0])

@@ -109,12 +109,12 @@ class SWGPatch:
     def layout(self, height: int, width: int) -> list:
         kh = swg.round_crop(self.crop_h, height, self.multiple)
         kw = swg.round_crop(self.crop_w, width, self.multiple)
-        for name, size, k, n in (("crop_height / crops_y", height, kh, self.crops_y),
-                                 ("crop_width / crops_x", width, kw, self.crops_x)):
+        for inputs, dim, size, k, n in (("crop_height / crops_y", "height", height, kh, self.crops_y),
+                                        ("crop_width / crops_x", "width", width, kw, self.crops_x)):
             try:
-                swg.check_layout(size, k, n, "height" if name.startswith("crop_height") else "width")
+                swg.check_layout(size, k, n, dim)
             except ValueError as e:
-                raise ValueError(f"{name}: {e}") from None
+                raise ValueError(f"{inputs}: {e}") from None
         return swg.windows(height, width, kh, kw, self.crops_y, self.crops_x)
 
     def __call__(self, args):

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .zigzag import Denoiser, ScaleFn, eps_input_scale, euler_step, sample_zigzag
+from .zigzag import Denoiser, ScaleFn, cfg_branches, eps_input_scale, euler_step, guidance_branches, sample_zigzag
 
 
 def evaluations(steps: int, strong_cfg: float, weak_cfg: float, main_cfg: float,
@@ -26,11 +26,8 @@ def evaluations(steps: int, strong_cfg: float, weak_cfg: float, main_cfg: float,
     sides need one branch at a guidance of 0 or 1; the main side is KSampler's
     CFG, one branch only at 1. ``reflect_steps`` defaults to every step but the
     last."""
-    def branches(g):
-        return 1 if g in (0.0, 1.0) else 2
-    main = 1 if main_cfg == 1.0 else 2
     reflected = steps - 1 if reflect_steps is None else reflect_steps
-    minimal = reflected * (branches(strong_cfg) + branches(weak_cfg)) + steps * main
+    minimal = reflected * (guidance_branches(strong_cfg) + guidance_branches(weak_cfg)) + steps * cfg_branches(main_cfg)
     reference = reflected * 4 + steps * 2
     return {"minimal": minimal, "reference": reference}
 

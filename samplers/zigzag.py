@@ -77,6 +77,17 @@ def zag_guidance(gamma1: float, gamma2: float, inversion: str) -> float:
     return gamma2
 
 
+def cfg_branches(g: float) -> int:
+    """CFG branches KSampler's CFG evaluates at guidance ``g``: one only at 1."""
+    return 1 if g == 1.0 else 2
+
+
+def guidance_branches(g: float) -> int:
+    """Branches an evaluation at a guidance the pack sets needs: only the
+    unconditional one at 0, only the conditional one at 1."""
+    return 1 if g in (0.0, 1.0) else 2
+
+
 def evaluations(steps: int, lambda_steps: int, rounds: int, gamma1: float, gamma2: float,
                 inversion: str = "published", evals_per_step: int = 1) -> dict:
     """Batch items through the diffusion model per image (CFG branches counted).
@@ -87,8 +98,8 @@ def evaluations(steps: int, lambda_steps: int, rounds: int, gamma1: float, gamma
     which runs both branches whenever gamma_1 > 1.
     """
     g2 = zag_guidance(gamma1, gamma2, inversion)
-    zig = (1 if gamma1 == 1.0 else 2) * evals_per_step
-    zag = 1 if (g2 == 0.0 or g2 == 1.0) else 2
+    zig = cfg_branches(gamma1) * evals_per_step
+    zag = guidance_branches(g2)
     minimal = steps * zig + lambda_steps * rounds * (zag + zig)
     ref_b = 2 if gamma1 > 1.0 else 1
     reference = steps * ref_b * evals_per_step + lambda_steps * rounds * (ref_b + ref_b * evals_per_step)

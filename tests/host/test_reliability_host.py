@@ -163,6 +163,14 @@ def test_zigzag_bad_input(server, family, latent, steps, cfg, inv, lam, rounds, 
     outcome(server, stats(g, "x"), set())
 
 
+def custom_advanced(guider: str, sampler: str, sigmas: str) -> dict:
+    """Nodes "rn" (RandomNoise) and "x" (SamplerCustomAdvanced on latent "l") for the given node ids."""
+    return {"rn": {"class_type": "RandomNoise", "inputs": {"noise_seed": 3}},
+            "x": {"class_type": "SamplerCustomAdvanced", "inputs": {
+                "noise": ["rn", 0], "guider": [guider, 0], "sampler": [sampler, 0], "sigmas": [sigmas, 0],
+                "latent_image": ["l", 0]}}}
+
+
 @FUZZ
 @given(latent=LATENT, steps=STEPS, lam=LAMBDA, inv=CFG, denoise=DENOISE, reference=st.booleans(), sampler=SAMPLER)
 def test_zigzag_pieces_bad_input(server, latent, steps, lam, inv, denoise, reference, sampler):
@@ -175,10 +183,7 @@ def test_zigzag_pieces_bad_input(server, latent, steps, lam, inv, denoise, refer
                                                                      "denoise": denoise}},
         "gd": {"class_type": "CFGGuider", "inputs": {"model": ["m", 0], "positive": ["p", 0], "negative": ["n", 0],
                                                      "cfg": 4.0}},
-        "rn": {"class_type": "RandomNoise", "inputs": {"noise_seed": 3}},
-        "x": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["rn", 0], "guider": ["gd", 0],
-                                                                "sampler": ["z", 0], "sigmas": ["sig", 0],
-                                                                "latent_image": ["l", 0]}},
+        **custom_advanced("gd", "z", "sig"),
     })
     outcome(server, stats(g, "x"), set())
 
@@ -226,10 +231,7 @@ def test_w2sd_guider_bad_input(server, latent, cfgs, reflect, steps):
         "ks": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
         "sig": {"class_type": "BasicScheduler", "inputs": {"model": ["m", 0], "scheduler": "normal", "steps": steps,
                                                            "denoise": 1.0}},
-        "rn": {"class_type": "RandomNoise", "inputs": {"noise_seed": 3}},
-        "x": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["rn", 0], "guider": ["wg", 0],
-                                                                "sampler": ["ks", 0], "sigmas": ["sig", 0],
-                                                                "latent_image": ["l", 0]}},
+        **custom_advanced("wg", "ks", "sig"),
     })
     outcome(server, stats(g, "x"), set())
 

@@ -168,13 +168,25 @@ def tiny_graph(api: dict) -> dict:
     return g
 
 
+def fill_prompts(api: dict) -> dict:
+    """The calibration workflows' {prompt} placeholder filled in (what tools/calibrate.py does per prompt)."""
+    for n in api.values():
+        for k, v in n["inputs"].items():
+            if isinstance(v, str) and "{prompt}" in v:
+                n["inputs"][k] = v.replace("{prompt}", "a red fox")
+    return api
+
+
 @pytest.fixture(scope="module")
 def server_files(comfy_server):
+    return write_server_files(comfy_server.base_dir)
+
+
+def write_server_files(base):
     """LoRAs, ImageReward files and input images the workflows name, written for the tiny models."""
     import safetensors.torch
     import torch
     from PIL import Image
-    base = comfy_server.base_dir
     loras = base / "models" / "loras"
     loras.mkdir(parents=True, exist_ok=True)
     names = set()
@@ -195,13 +207,7 @@ def server_files(comfy_server):
 
 @pytest.mark.parametrize("name", UI_FILES)
 def test_api_workflow_runs_on_tiny_models(comfy_server, server_files, name):
-    api = json.loads((WF_DIR / "api" / name).read_text())
-    if name.startswith("calibrate"):
-        for n in api.values():
-            for k, v in n["inputs"].items():
-                if isinstance(v, str) and "{prompt}" in v:
-                    n["inputs"][k] = v.replace("{prompt}", "a red fox")
-    g = tiny_graph(api)
+    g = tiny_graph(fill_prompts(json.loads((WF_DIR / "api" / name).read_text())))
     entry = comfy_server.run_prompt(g, timeout=900)
     outs = entry["outputs"]
     saved = [img for nid, o in outs.items() for img in o.get("images", []) if g[nid]["class_type"] == "SaveImage"]
