@@ -19,7 +19,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from samplers import quality_gate as qg  # noqa: E402
+from tools.reflect_pack import module
+qg = module("samplers.quality_gate")  # noqa: E402
 
 
 class _Tok:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import torch
 
-from samplers import adaptive as ad
-from samplers import quality_gate as qg
-from samplers import swg
-from samplers import w2sd
-from samplers import zigzag as zz
+from tools.reflect_pack import module
+ad = module("samplers.adaptive")
+qg = module("samplers.quality_gate")
+swg = module("samplers.swg")
+w2sd = module("samplers.w2sd")
+zz = module("samplers.zigzag")
 
 from .models import SIGMA_TABLE, Model
 

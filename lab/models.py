@@ -19,8 +19,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from samplers.adaptive import scaled_linear_sigmas
-from samplers.zigzag import eps_input_scale
+from tools.reflect_pack import module
+scaled_linear_sigmas = module("samplers.adaptive").scaled_linear_sigmas
+eps_input_scale = module("samplers.zigzag").eps_input_scale
 
 from . import WEIGHTS_DIR
 

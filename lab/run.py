@@ -19,9 +19,10 @@ import time
 
 import torch
 
-from samplers import adaptive as ad
-from samplers import w2sd
-from samplers import zigzag as zz
+from tools.reflect_pack import module
+ad = module("samplers.adaptive")
+w2sd = module("samplers.w2sd")
+zz = module("samplers.zigzag")
 
 from . import OUT_DIR, data, methods, models, train
 from .metrics import Reference, bootstrap_fds, bootstrap_indices, classify, mean_se

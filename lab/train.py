@@ -160,14 +160,16 @@ def train_diffusion(name: str, log_every: int = 500, steps: int | None = None, s
 
 
 def teacher_sigmas(steps: int):
-    from samplers.zigzag import ddim_reference_sigmas
+    from tools.reflect_pack import module
+    ddim_reference_sigmas = module("samplers.zigzag").ddim_reference_sigmas
     return ddim_reference_sigmas(SIGMA_TABLE, steps)
 
 
 @torch.no_grad()
 def teacher_trajectories(teacher: torch.nn.Module, n: int, cfg: float, steps: int, seed: int, batch: int = 500):
     """(points (steps+1, n, 1, 16, 16) along the teacher's CFG DDIM trajectories, labels (n,))."""
-    from samplers.zigzag import euler_step
+    from tools.reflect_pack import module
+    euler_step = module("samplers.zigzag").euler_step
     sig = teacher_sigmas(steps)
     model = models.Model(teacher, "teacher")
     g = torch.Generator().manual_seed(seed)

@@ -35,7 +35,7 @@ import nodes as comfy_nodes
 from comfy_api.latest import io
 
 from ..samplers import adaptive as ad
-from . import comfy_glue as glue
+from . import compat as glue
 from . import quality_gate as qgn
 from .quality_gate import GateType, ImageRewardType, split_prompts
 

@@ -32,7 +32,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..samplers import quality_gate as qg
-from . import comfy_glue as glue
+from . import compat as glue
 
 CATEGORY = "sampling/reflect/quality"
 FOLDER = "image_reward"

@@ -28,7 +28,7 @@ import comfy.samplers
 from comfy_api.latest import io
 
 from ..samplers import swg
-from . import comfy_glue as glue
+from . import compat as glue
 from .zigzag import CATEGORY
 
 CROP_CONDITIONINGS = ("auto", "conditional", "unconditional")

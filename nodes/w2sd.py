@@ -35,7 +35,7 @@ from comfy_api.latest import io
 
 from ..samplers import w2sd
 from ..samplers import zigzag as zz
-from . import comfy_glue as glue
+from . import compat as glue
 from .zigzag import CATEGORY, INVERSION_TOOLTIP, REFERENCE_SCHEDULER, ZigzagSampler, model_calls, schedule
 
 SIDES = ("strong", "weak", "main")

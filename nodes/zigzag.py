@@ -15,7 +15,7 @@ import comfy.samplers
 from comfy_api.latest import io
 
 from ..samplers import zigzag as zz
-from . import comfy_glue as glue
+from . import compat as glue
 
 REFERENCE_SCHEDULER = "ddim_reference"
 CATEGORY = "sampling/reflect"

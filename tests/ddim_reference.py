@@ -77,7 +77,8 @@ def reflection_loop(diffusers, eps_first, eps_weak, eps_main, noise, steps, lamb
 
 def sigma_space(diffusers, steps):
     """(sigma table, reference sigmas) in float64 for the SDXL scheduler."""
-    from samplers import zigzag as zz
+    from tools.reflect_pack import module
+    zz = module("samplers.zigzag")
     sched = diffusers.DDIMScheduler.from_config(SDXL_SCHEDULER_CONFIG)
     ac = sched.alphas_cumprod.double()
     table = ((1 - ac) / ac).sqrt()
@@ -87,7 +88,8 @@ def sigma_space(diffusers, steps):
 
 def denoiser(table, eps_fn):
     """ComfyUI-style denoiser D(x, sigma) of an epsilon function eps(x_ddim, t)."""
-    from samplers import zigzag as zz
+    from tools.reflect_pack import module
+    zz = module("samplers.zigzag")
 
     def denoise(x, sigma):
         return x - sigma * eps_fn(x * zz.eps_input_scale(sigma), zz.timestep_of(table, sigma))

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from samplers import adaptive
+from tools.reflect_pack import module
+adaptive = module("samplers.adaptive")
 from tools import calibrate
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-from samplers import quality_gate as qg
+from tools.reflect_pack import module
+qg = module("samplers.quality_gate")
 
 HERE = Path(__file__).resolve().parent
 REF_ENV = "IMAGEREWARD_REFERENCE_PYTHON"

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import imagereward_tiny as tiny
-from samplers import quality_gate as qg
+from tools.reflect_pack import module
+qg = module("samplers.quality_gate")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from samplers import swg
+from tools.reflect_pack import module
+swg = module("samplers.swg")
 
 
 def ref_swg_guidance(x, net, crop_size, steps):

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from ddim_reference import TinyEps, cfg, denoiser, reflection_loop, sigma_space
-from samplers import w2sd
-from samplers import zigzag as zz
+from tools.reflect_pack import module
+w2sd = module("samplers.w2sd")
+zz = module("samplers.zigzag")
 
 diffusers = pytest.importorskip("diffusers")
 

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from samplers.w2sd import WeightSwitch
+from tools.reflect_pack import module
+WeightSwitch = module("samplers.w2sd").WeightSwitch
 
 
 def merged_lora(w, up, down, alpha, mid=None):

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from samplers import zigzag as zz
+from tools.reflect_pack import module
+zz = module("samplers.zigzag")
 
 
 def test_paper_setting_counts():

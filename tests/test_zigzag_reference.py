@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from ddim_reference import TinyEps, cfg, denoiser, reflection_loop, sigma_space
-from samplers import zigzag as zz
+from tools.reflect_pack import module
+zz = module("samplers.zigzag")
 
 diffusers = pytest.importorskip("diffusers")
 

@@ -509,7 +509,8 @@ def _ends_with_newline(path: str) -> bool:
 def write_table(scores: Sequence[float], path: str | None) -> dict[str, float]:
     """The k = 10..90 percentile table of ``scores`` (``samplers.quality_gate.percentile_table``),
     written as one JSON line to ``path`` when given."""
-    from samplers.quality_gate import percentile_table
+    from tools.reflect_pack import module
+    percentile_table = module("samplers.quality_gate").percentile_table
     table = percentile_table(scores)
     if path:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -570,7 +571,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
 
-    from samplers.adaptive import read_prompts
+    from tools.reflect_pack import module
+    read_prompts = module("samplers.adaptive").read_prompts
     try:
         prompts = read_prompts(a.prompts, a.limit, a.column)
         workflow = load_workflow(a.workflow)

@@ -337,7 +337,7 @@ def outside(tmp_path):
 def test_file_inputs_stay_inside_comfyui_folders(reflect_pack, outside, tmp_path):
     import sys
     import folder_paths
-    glue = sys.modules[f"{reflect_pack.__name__}.nodes.comfy_glue"]
+    glue = sys.modules[f"{reflect_pack.__name__}.nodes.compat"]
     loras = folder_paths.get_folder_paths("loras")[0]
     os.makedirs(loras, exist_ok=True)
     for bad in ("/etc/passwd", "../x.safetensors", "a/../../x.safetensors", "", "a\x00b"):
