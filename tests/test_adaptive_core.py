@@ -15,7 +15,7 @@ adaptive = module("samplers.adaptive")
 from tools import calibrate
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "datasets"
+DATASETS = REPO / "datasets"  # the prompt sets shipped in the repository (datasets/README.md)
 SDXL_UNIPC = {  # the SDXL base / refiner scheduler config, as UniPCMultistepScheduler.from_config keeps it
     "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "num_train_timesteps": 1000,
     "prediction_type": "epsilon", "steps_offset": 1, "timestep_spacing": "leading",
@@ -222,35 +222,29 @@ def test_load_percentile_table_errors(tmp_path):
 
 # --------------------------------------------------------------------------- prompt files
 
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared datasets not found at {SHARED}")
-
-
-@needs_shared
 def test_partiprompts():
-    p = adaptive.read_partiprompts(str(SHARED / "PartiPrompts.tsv"))
+    p = adaptive.read_partiprompts(str(DATASETS / "PartiPrompts.tsv"))
     assert len(p) == 1632 and p[:3] == ["bond", "element", "molecule"]
     assert p[-1] == "a series of musical notes on a computer screen"
     # no CSV quoting in the TSV: the quotes are part of the prompt
     assert any(x.startswith('"G I G G L E" painted') for x in p)
-    assert adaptive.read_prompts(str(SHARED / "PartiPrompts.tsv"), limit=5) == p[:5]
+    assert adaptive.read_prompts(str(DATASETS / "PartiPrompts.tsv"), limit=5) == p[:5]
 
 
-@needs_shared
 def test_drawbench():
-    p = adaptive.read_drawbench(str(SHARED / "drawbench.csv"))
+    p = adaptive.read_drawbench(str(DATASETS / "drawbench.csv"))
     assert len(p) == 200 and p[0] == "A red colored car." and p[1] == "A black colored car."
     assert p[-1] == "New York Skyline with 'Google Research Pizza Cafe' written with fireworks on the sky."
-    assert adaptive.read_prompts(str(SHARED / "drawbench.csv")) == p
+    assert adaptive.read_prompts(str(DATASETS / "drawbench.csv")) == p
 
 
-@needs_shared
 def test_coco_captions_in_reference_order():
-    p = adaptive.read_coco_captions(str(SHARED / "coco_captions_5k.csv"))
+    p = adaptive.read_coco_captions(str(DATASETS / "coco_captions_5k.csv"))
     assert len(p) == 5000
     assert p[0] == "Green commercial building with refrigerator and refrigeration units outside."
     assert p[2] == "Four cows in a pen on a sunny day "  # kept as written, as pandas reads it
-    assert adaptive.read_prompts(str(SHARED / "coco_captions_5k.csv"), limit=100) == p[:100]
-    assert adaptive.read_coco_captions(str(SHARED / "coco_captions_5k.csv"), limit=0) == []
+    assert adaptive.read_prompts(str(DATASETS / "coco_captions_5k.csv"), limit=100) == p[:100]
+    assert adaptive.read_coco_captions(str(DATASETS / "coco_captions_5k.csv"), limit=0) == []
 
 
 def test_prompt_reader_errors(tmp_path):

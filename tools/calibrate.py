@@ -547,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                "scores with QualityGate; put the token {prompt} in the prompt text (also used for the score). "
                "Inputs set to the string {seed} (else the seed / noise_seed of sampler nodes) get base_seed + prompt "
                "index. Example: "
-               "python tools/calibrate.py --prompts ../shared/datasets/coco_captions_5k.csv -n 5000 "
+               "python tools/calibrate.py --prompts datasets/coco_captions_5k.csv -n 5000 "
                "--workflow student_score_api.json --server http://127.0.0.1:8188 --server http://10.0.0.2:8188 "
                "--state lcm.jsonl --out IR_percentiles_lcm_sdxl.json")
     p.add_argument("--prompts", required=True, metavar="FILE",
