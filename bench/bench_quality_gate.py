@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tools.reflect_pack import module
-qg = module("samplers.quality_gate")  # noqa: E402
+ir = module("scoring.imagereward")  # noqa: E402
 
 
 class _Tok:
@@ -38,7 +38,7 @@ class _Tok:
 def build(device, dtype):
     torch.manual_seed(0)
     with torch.device(device):
-        model = qg.ImageReward()
+        model = ir.ImageReward()
     for p in model.parameters():  # explicitly random (seeded), finite activations
         torch.nn.init.normal_(p, std=0.02)
     model.to(dtype)
@@ -60,7 +60,7 @@ def main():
     dtype = getattr(torch, a.dtype)
     model = build(a.device, dtype)
     import tempfile
-    tok = qg.Tokenizer(_Tok.vocab_file(os.path.join(tempfile.mkdtemp(), "vocab.txt")))
+    tok = ir.Tokenizer(_Tok.vocab_file(os.path.join(tempfile.mkdtemp(), "vocab.txt")))
     sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
     print(f"ImageReward (ViT-L/16 + BERT-base, {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, "
           f"random weights), {a.device} {a.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -74,7 +74,7 @@ def main():
         pre, run = [], []
         for r in range(a.repeats + 1):
             t0 = time.perf_counter()
-            pixels = qg.preprocess(qg.to_uint8(images)).to(a.device, dtype)
+            pixels = ir.preprocess(ir.to_uint8(images)).to(a.device, dtype)
             ids, mask = tok(prompts)
             ids, mask = ids.to(a.device), mask.to(a.device)
             sync()

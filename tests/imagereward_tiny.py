@@ -3,31 +3,17 @@ its files (checkpoint, med_config.json, vocab.txt) as ComfyUI's models folder
 holds them. Used by the core tests and the host tests; the weights are random
 (seeded) at the scales of tests/imagereward_reference.py's ``randomise``."""
 
-import importlib.util
 import json
 import string
-import sys
 from pathlib import Path
 
 import torch
 
 from imagereward_reference import randomise
+from tools.reflect_pack import module
 
 
-def _load_core():
-    """samplers/quality_gate.py by its path: under a ComfyUI host ``samplers``
-    names ComfyUI's own module, and the core has no relative imports."""
-    name = "reflect_quality_gate_core"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "samplers" /
-                                                      "quality_gate.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-qg = _load_core()
+qg = module("scoring.imagereward")  # the ImageReward network (name kept for the tests using it)
 
 # a WordPiece vocabulary: BERT's specials, letters, digits, punctuation, a few words and suffixes
 VOCAB = (["[PAD]"] + [f"[unused{i}]" for i in range(3)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]

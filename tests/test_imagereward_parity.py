@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from tools.reflect_pack import module
-qg = module("samplers.quality_gate")
+ir = module("scoring.imagereward")
 
 HERE = Path(__file__).resolve().parent
 REF_ENV = "IMAGEREWARD_REFERENCE_PYTHON"
@@ -76,7 +76,7 @@ def reference(tmp_path_factory):
     d = tmp_path_factory.mktemp("imagereward")
     (d / "bert-base-uncased").mkdir()
     shutil.copy(vocab, d / "bert-base-uncased" / "vocab.txt")
-    (d / "med_config.json").write_text(json.dumps(qg.MED_CONFIG))
+    (d / "med_config.json").write_text(json.dumps(ir.MED_CONFIG))
     names = []
     for i, img in enumerate(make_images()):
         Image.fromarray(img).save(d / f"img{i}.png")
@@ -89,9 +89,9 @@ def reference(tmp_path_factory):
 
 
 def load_ours(d):
-    model = qg.load_model(qg.load_checkpoint(str(d / "ImageReward.pt")),
-                          qg.check_med_config((d / "med_config.json").read_text()))
-    return model, qg.Tokenizer(str(d / "bert-base-uncased" / "vocab.txt"))
+    model = ir.load_model(ir.load_checkpoint(str(d / "ImageReward.pt")),
+                          ir.check_med_config((d / "med_config.json").read_text()))
+    return model, ir.Tokenizer(str(d / "bert-base-uncased" / "vocab.txt"))
 
 
 def comfy_images(d):
@@ -113,12 +113,12 @@ def test_scores_match_original(reference):
     d, ref = reference
     model, tok = load_ours(d)
     imgs = comfy_images(d)
-    ours = qg.score(model, tok, [qg.to_uint8(x) for x in imgs], PROMPTS)
+    ours = ir.score(model, tok, [ir.to_uint8(x) for x in imgs], PROMPTS)
     theirs = torch.tensor(ref["scores"])
     assert theirs.std() > 0.05, "reference scores do not vary: the test would be weak"
     assert (ours - theirs).abs().max() <= 1e-4, (ours.tolist(), theirs.tolist())
     # one prompt, all images (the original's inference_rank)
-    ours_rank = qg.score(model, tok, [qg.to_uint8(x) for x in imgs], [PROMPTS[0]] * len(imgs))
+    ours_rank = ir.score(model, tok, [ir.to_uint8(x) for x in imgs], [PROMPTS[0]] * len(imgs))
     assert (ours_rank - torch.tensor(ref["rank_prompt_scores"])).abs().max() <= 1e-4
 
 
@@ -128,6 +128,6 @@ def test_same_size_batch_tensor(reference):
     model, tok = load_ours(d)
     imgs = comfy_images(d)
     batch = torch.stack([imgs[4], imgs[4].flip(0), imgs[4].flip(1)])
-    together = qg.score(model, tok, qg.to_uint8(batch), PROMPTS[:3])
-    alone = torch.cat([qg.score(model, tok, qg.to_uint8(batch[i:i + 1]), [PROMPTS[i]]) for i in range(3)])
+    together = ir.score(model, tok, ir.to_uint8(batch), PROMPTS[:3])
+    alone = torch.cat([ir.score(model, tok, ir.to_uint8(batch[i:i + 1]), [PROMPTS[i]]) for i in range(3)])
     assert (together - alone).abs().max() <= 1e-4

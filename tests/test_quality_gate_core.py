@@ -15,6 +15,7 @@ import torch
 import imagereward_tiny as tiny
 from tools.reflect_pack import module
 qg = module("samplers.quality_gate")
+ir = module("scoring.imagereward")
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO / "datasets"  # reference data shipped in the repository (datasets/README.md)
@@ -32,12 +33,12 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(files):
-    return qg.load_model(qg.load_checkpoint(str(files["checkpoint"])), json.loads(files["med_config"].read_text()))
+    return ir.load_model(ir.load_checkpoint(str(files["checkpoint"])), json.loads(files["med_config"].read_text()))
 
 
 @pytest.fixture(scope="module")
 def tok(files):
-    return qg.Tokenizer(str(files["vocab"]))
+    return ir.Tokenizer(str(files["vocab"]))
 
 
 def images(n, h=40, w=56, seed=0):
@@ -46,7 +47,7 @@ def images(n, h=40, w=56, seed=0):
 
 
 def test_med_config_is_the_release_config():
-    assert qg.MED_CONFIG == json.loads((DATASETS / "imagereward_med_config.json").read_text())
+    assert ir.MED_CONFIG == json.loads((DATASETS / "imagereward_med_config.json").read_text())
 
 
 def test_shipped_percentile_tables_are_the_papers():
@@ -62,7 +63,7 @@ def test_shipped_percentile_tables_are_the_papers():
 def test_tokenizer_layout(tok):
     v = {t: i for i, t in enumerate(tiny.VOCAB)}
     ids, mask = tok(["A photo of a CAT", "Café cats!", ""])
-    assert ids.shape == mask.shape == (3, qg.MAX_TEXT_TOKENS)
+    assert ids.shape == mask.shape == (3, ir.MAX_TEXT_TOKENS)
     assert ids[0, :7].tolist() == [v["[CLS]"], v["a"], v["photo"], v["of"], v["a"], v["cat"], v["[SEP]"]]
     assert mask[0].tolist() == [1] * 7 + [0] * 28 and ids[0, 7:].eq(v["[PAD]"]).all()
     # lower case, accents stripped, WordPiece continuation, punctuation split
@@ -82,7 +83,7 @@ def test_tokenizer_rejects_a_non_bert_vocab(tmp_path):
     f = tmp_path / "vocab.txt"
     f.write_text("hello\nworld\n")
     with pytest.raises(ValueError, match="not a BERT vocabulary"):
-        qg.Tokenizer(str(f))
+        ir.Tokenizer(str(f))
 
 
 # --------------------------------------------------------------------------- images
@@ -90,61 +91,61 @@ def test_tokenizer_rejects_a_non_bert_vocab(tmp_path):
 @pytest.mark.parametrize("hw,expected", [((300, 200), (336, 224)), ((200, 300), (224, 336)),
                                          ((1024, 768), (298, 224)), ((224, 224), (224, 224)), ((64, 64), (224, 224))])
 def test_resize_rule_is_torchvisions(hw, expected):
-    assert qg.resized_size(*hw) == expected
+    assert ir.resized_size(*hw) == expected
 
 
 def test_preprocess_identity_size_is_plain_normalisation():
     img = (np.random.default_rng(0).random((224, 224, 3)) * 255).astype(np.uint8)
-    x = qg.preprocess([img])
-    want = (torch.from_numpy(img).permute(2, 0, 1).float() / 255 - torch.tensor(qg.PIXEL_MEAN)[:, None, None]) \
-        / torch.tensor(qg.PIXEL_STD)[:, None, None]
+    x = ir.preprocess([img])
+    want = (torch.from_numpy(img).permute(2, 0, 1).float() / 255 - torch.tensor(ir.PIXEL_MEAN)[:, None, None]) \
+        / torch.tensor(ir.PIXEL_STD)[:, None, None]
     assert x.shape == (1, 3, 224, 224) and torch.equal(x[0], want)
 
 
 def test_preprocess_crops_the_centre():
     img = np.zeros((224, 448, 3), np.uint8)
     img[:, 224:] = 255  # right half white: the centre crop (columns 112..335) is half black, half white
-    x = qg.preprocess([img])[0, 0] * qg.PIXEL_STD[0] + qg.PIXEL_MEAN[0]
+    x = ir.preprocess([img])[0, 0] * ir.PIXEL_STD[0] + ir.PIXEL_MEAN[0]
     assert x[:, :100].max() < 0.01 and x[:, 124:].min() > 0.99
 
 
 def test_to_uint8_is_saveimage_truncation():
     t = torch.tensor([[[[0.0, 0.5, 0.999], [1.0, 1.5, -0.2]]]])
-    assert qg.to_uint8(t).tolist() == [[[[0, 127, 254], [255, 255, 0]]]]
+    assert ir.to_uint8(t).tolist() == [[[[0, 127, 254], [255, 255, 0]]]]
 
 
 # --------------------------------------------------------------------------- scoring and loading
 
 def test_batch_scores_equal_single_scores(model, tok):
-    x = qg.to_uint8(images(4))
+    x = ir.to_uint8(images(4))
     prompts = ["a red fox", "a cat", "a dog in the snow", "astronaut"]
-    together = qg.score(model, tok, x, prompts)
-    alone = torch.cat([qg.score(model, tok, x[i:i + 1], prompts[i:i + 1]) for i in range(4)])
+    together = ir.score(model, tok, x, prompts)
+    alone = torch.cat([ir.score(model, tok, x[i:i + 1], prompts[i:i + 1]) for i in range(4)])
     assert together.shape == (4,) and together.dtype == torch.float32
     assert torch.allclose(together, alone, atol=1e-5)
     assert together.std() > 1e-3  # the score depends on the image and prompt
-    assert not torch.allclose(qg.score(model, tok, x, ["a cat"] * 4), together, atol=1e-4)
+    assert not torch.allclose(ir.score(model, tok, x, ["a cat"] * 4), together, atol=1e-4)
 
 
 def test_score_errors(model, tok):
-    x = qg.to_uint8(images(2))
+    x = ir.to_uint8(images(2))
     with pytest.raises(ValueError, match="prompts: 1 prompts for 2 images"):
-        qg.score(model, tok, x, ["a cat"])
+        ir.score(model, tok, x, ["a cat"])
     with pytest.raises(ValueError, match="images: empty batch"):
-        qg.score(model, tok, x[:0], [])
+        ir.score(model, tok, x[:0], [])
 
 
 def test_vit_shape_is_read_off_the_checkpoint(model):
-    assert qg.vit_config(model.state_dict()) == tiny.VIT
+    assert ir.vit_config(model.state_dict()) == tiny.VIT
     assert model.image_size == 32
 
 
 def test_safetensors_and_torch_files_load_the_same(tmp_path, files, model, tok):
     st = tiny.write_files(tmp_path, name="ir.safetensors")
-    m2 = qg.load_model(qg.load_checkpoint(str(st["checkpoint"])), json.loads(st["med_config"].read_text()))
+    m2 = ir.load_model(ir.load_checkpoint(str(st["checkpoint"])), json.loads(st["med_config"].read_text()))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), m2.state_dict().values()))
-    x = qg.to_uint8(images(2))
-    assert torch.allclose(qg.score(model, tok, x, ["a cat", "a dog"]), qg.score(m2, tok, x, ["a cat", "a dog"]),
+    x = ir.to_uint8(images(2))
+    assert torch.allclose(ir.score(model, tok, x, ["a cat", "a dog"]), ir.score(m2, tok, x, ["a cat", "a dog"]),
                           atol=1e-6)
 
 
@@ -152,11 +153,11 @@ def test_corrupt_checkpoint_is_named(tmp_path, files):
     bad = tmp_path / "broken.pt"
     bad.write_bytes(files["checkpoint"].read_bytes()[:1000])
     with pytest.raises(ValueError, match=r"checkpoint .*broken\.pt: cannot be read as weights"):
-        qg.load_checkpoint(str(bad))
+        ir.load_checkpoint(str(bad))
     bad_st = tmp_path / "broken.safetensors"
     bad_st.write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match="broken.safetensors: cannot be read"):
-        qg.load_checkpoint(str(bad_st))
+        ir.load_checkpoint(str(bad_st))
 
 
 class _Payload:
@@ -170,7 +171,7 @@ def test_pickled_code_is_not_run(tmp_path, monkeypatch):
     f = tmp_path / "evil.pt"
     torch.save({"blip.visual_encoder.cls_token": torch.zeros(1), "x": _Payload()}, f)
     with pytest.raises(ValueError, match="evil.pt: cannot be read as weights"):
-        qg.load_checkpoint(str(f))
+        ir.load_checkpoint(str(f))
     assert not canary.exists()
     with open(f, "rb") as fh:  # the file really carries the payload
         with pytest.raises(Exception):
@@ -182,31 +183,31 @@ def test_incomplete_or_foreign_state_dicts(model):
     cfg = tiny.med_config()
     del sd["blip.text_encoder.encoder.layer.1.crossattention.self.key.weight"]
     with pytest.raises(ValueError, match="1 tensors missing .*crossattention.self.key.weight"):
-        qg.load_model(sd, cfg)
+        ir.load_model(sd, cfg)
     sd = dict(model.state_dict())
     sd["mlp.layers.0.weight"] = torch.zeros(3, 3)
     with pytest.raises(ValueError, match=r"wrong shape .*mlp.layers.0.weight \(3, 3\)"):
-        qg.load_model(sd, cfg)
+        ir.load_model(sd, cfg)
     with pytest.raises(ValueError, match="cls_token.*missing"):
-        qg.load_model({"weight": torch.zeros(1)}, cfg)
+        ir.load_model({"weight": torch.zeros(1)}, cfg)
     sd = dict(model.state_dict(), **{"blip.text_proj.weight": torch.zeros(1), "foreign.bias": torch.zeros(1)})
-    assert qg.unused_keys(model, sd) == ["foreign.bias"]
+    assert ir.unused_keys(model, sd) == ["foreign.bias"]
 
 
 def test_med_config_errors():
     with pytest.raises(ValueError, match="med_config.json: not valid JSON"):
-        qg.check_med_config("{nope")
+        ir.check_med_config("{nope")
     with pytest.raises(ValueError, match="missing hidden_size"):
-        qg.check_med_config({k: v for k, v in qg.MED_CONFIG.items() if k != "hidden_size"})
+        ir.check_med_config({k: v for k, v in ir.MED_CONFIG.items() if k != "hidden_size"})
 
 
 def test_half_precision_trunk_keeps_a_float32_head(files, tok):
-    sd = qg.load_checkpoint(str(files["checkpoint"]))
-    m = qg.load_model(sd, tiny.med_config(), dtype=torch.bfloat16)
+    sd = ir.load_checkpoint(str(files["checkpoint"]))
+    m = ir.load_model(sd, tiny.med_config(), dtype=torch.bfloat16)
     assert m.blip.visual_encoder.pos_embed.dtype == torch.bfloat16 and m.mlp.layers[0].weight.dtype == torch.float32
-    ref = qg.load_model(sd, tiny.med_config())
-    x = qg.to_uint8(images(2))
-    assert torch.allclose(qg.score(m, tok, x, ["a cat"] * 2), qg.score(ref, tok, x, ["a cat"] * 2), atol=0.1)
+    ref = ir.load_model(sd, tiny.med_config())
+    x = ir.to_uint8(images(2))
+    assert torch.allclose(ir.score(m, tok, x, ["a cat"] * 2), ir.score(ref, tok, x, ["a cat"] * 2), atol=0.1)
 
 
 # --------------------------------------------------------------------------- the gate
