@@ -112,8 +112,11 @@ def check_args(steps: Optional[int], lambda_steps: int, rounds: int, inversion: 
     """Raise ValueError naming the bad input (``steps`` None: not known yet)."""
     if steps is not None and steps < 1:
         raise ValueError(f"steps must be >= 1 (got {steps})")
-    if lambda_steps < 0:
-        raise ValueError(f"zigzag_steps (lambda) must be >= 0 (got {lambda_steps})")
+    if lambda_steps < -1:
+        raise ValueError(f"zigzag_steps (lambda) must be >= 0, or -1 for every step but the last "
+                         f"(got {lambda_steps})")
+    if steps is not None:
+        lambda_steps = resolve_steps(lambda_steps, steps)
     if steps is not None and lambda_steps >= steps and lambda_steps > 0:
         raise ValueError(f"zigzag_steps (lambda) must be smaller than the number of sampling steps "
                          f"(got lambda={lambda_steps}, steps={steps}); the paper uses steps - 1")
@@ -124,22 +127,53 @@ def check_args(steps: Optional[int], lambda_steps: int, rounds: int, inversion: 
 
 
 def euler_step(denoise: Denoiser, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
-    """One DDIM (eta = 0) step, i.e. Euler in sigma space: exact DDIM for
-    epsilon models, the rectified-flow Euler step for flow models."""
+    """One DDIM (eta = 0) step written on the prediction: ``D + (x - D) sigma_next / sigma``."""
     denoised = denoise(x, sigma)
     return denoised + (x - denoised) * (sigma_next / sigma)
 
 
-def invert(x: torch.Tensor, d: torch.Tensor, c_cur: torch.Tensor, c_a: torch.Tensor, c_b: torch.Tensor,
-           c_next: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """DDIM inversion step in network space (see module docstring).
+def zig(denoise: Denoiser, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+    """Zig: one denoising step sigma -> sigma_next, DDIM (eta = 0), i.e. Euler in
+    sigma space (k-diffusion's ``sample_euler`` step, operation for operation)."""
+    d = (x - denoise(x, sigma)) / sigma  # epsilon (flow models: the velocity)
+    return x + d * (sigma_next - sigma)
 
-    ``x`` is held at level with input scale ``c_cur``; it is read at level ``a``
-    (scale ``c_a``), moved to level ``b`` (scale ``c_b``) with direction ``d``,
-    and returned for a sampler reading it at the level of scale ``c_next``.
+
+def zag(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, i: int, inversion: str = "published",
+        input_scale: ScaleFn = eps_input_scale) -> torch.Tensor:
+    """Zag: the inversion of step i, ``x`` at sigma_{i+1} back up to sigma_i.
+
+    The model reads the latent as the DDIM loop holds it (u = c_in(s_{i+1}) x) at
+    the higher level s_i; the DDIM step runs upwards from level a to level b:
+    u_b = c_in(b) (u / c_in(a) + (b - a) d), returned in sigma space at s_i.
     """
-    u = x * c_cur
-    return (u / c_a + (b - a) * d) * (c_b / c_next)
+    s, s_next = sigmas[i], sigmas[i + 1]
+    a, b = (s_next, s) if inversion == "paper" else (sigmas[i + 2], s_next)
+    c_s, c_next, c_a, c_b = input_scale(s), input_scale(s_next), input_scale(a), input_scale(b)
+    x_in = x * (c_next / c_s)  # same network input, higher timestep
+    d = (x_in - denoise(x_in, s)) / s
+    u = x * c_next
+    return (u / c_a + (b - a) * d) * (c_b / c_s)
+
+
+def reflect(denoise_zig: Denoiser, denoise_zag: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, i: int,
+            rounds: int = 1, inversion: str = "published", input_scale: ScaleFn = eps_input_scale,
+            denoise_first: Optional[Denoiser] = None) -> torch.Tensor:
+    """The reflection of step i (paper, Alg. 1): zig down to sigma_{i+1}, zag back
+    up to sigma_i, ``rounds`` times; returns x~_i at sigma_i, from which the
+    step's kept zig is taken. ``denoise_first`` (default ``denoise_zig``) makes
+    the first zig (W2SD: the strong side)."""
+    x = zig(denoise_first or denoise_zig, x, sigmas[i], sigmas[i + 1])
+    for r in range(rounds):
+        x = zag(denoise_zag, x, sigmas, i, inversion, input_scale)
+        if r + 1 < rounds:
+            x = zig(denoise_zig, x, sigmas[i], sigmas[i + 1])
+    return x
+
+
+def resolve_steps(lambda_steps: int, n_steps: int) -> int:
+    """zigzag_steps with the sentinel -1 ("every step but the last", the paper's setting) resolved."""
+    return max(n_steps - 1, 0) if lambda_steps == -1 else lambda_steps
 
 
 @torch.no_grad()
@@ -148,58 +182,34 @@ def sample_zigzag(
     denoise_zag: Denoiser,
     x: torch.Tensor,
     sigmas: torch.Tensor,
-    lambda_steps: int,
+    lambda_steps: int = -1,
     rounds: int = 1,
     inversion: str = "published",
     input_scale: ScaleFn = eps_input_scale,
-    zig_step: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
-    finish: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
     callback: Optional[Callable[[dict], None]] = None,
     first_step: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
 ) -> torch.Tensor:
-    """Z-Sampling over ``sigmas``.
-
-    ``zig_step(x, i)`` performs denoising step i (sigma_i -> sigma_{i+1}); by
-    default the DDIM/Euler step with ``denoise_zig``. ``finish(x, i)`` runs the
-    plain steps i..N-1 (default: ``zig_step`` in a loop); a host passes its own
-    sampler here so that multistep samplers keep their history. ``callback``
-    receives ``{"i", "x", "denoised", "sigma", "phase"}`` after every zag.
-    ``first_step(x, i)``, when given, replaces the first zig of each reflected
-    step (W2SD: the strong model denoises, the weak one inverts, the main one
-    denoises again).
-    """
+    """Z-Sampling over ``sigmas`` with DDIM steps: each of the first
+    ``lambda_steps`` steps (-1: all but the last) is reflected, then its kept
+    zig taken; ``callback({"i", "x", "sigma"})`` after every step.
+    ``first_step(x, i)``, when given, makes the first zig of a reflected step
+    (W2SD: the strong model)."""
     n = len(sigmas) - 1
-    check_args(n, lambda_steps, rounds, inversion)
-    if zig_step is None:
-        def zig_step(x, i):
-            return euler_step(denoise_zig, x, sigmas[i], sigmas[i + 1])
-    if first_step is None:
-        first_step = zig_step
-    if finish is None:
-        def finish(x, i):
-            for j in range(i, n):
-                x = zig_step(x, j)
-            return x
-
-    for i in range(lambda_steps):
-        s, s_next = sigmas[i], sigmas[i + 1]
-        c_s, c_next = input_scale(s), input_scale(s_next)
-        if inversion == "paper":
-            a, b, c_a, c_b = s_next, s, c_next, c_s
-        else:
-            a, b = sigmas[i + 2], s_next
-            c_a, c_b = input_scale(a), c_next
-        x = first_step(x, i)
-        for _ in range(rounds):
-            # zag: same network input, evaluated at the higher level s
-            x_in = x * (c_next / c_s)
-            denoised = denoise_zag(x_in, s)
-            d = (x_in - denoised) / s
-            x = invert(x, d, c_next, c_a, c_b, c_s, a, b)
-            if callback is not None:
-                callback({"i": i, "x": x, "denoised": denoised, "sigma": s, "phase": "zag"})
-            x = zig_step(x, i)
-    return finish(x, lambda_steps)
+    lam = resolve_steps(lambda_steps, n)
+    for i in range(n):
+        if i < lam:
+            if first_step is None:
+                x = reflect(denoise_zig, denoise_zag, x, sigmas, i, rounds, inversion, input_scale)
+            else:
+                x = first_step(x, i)
+                for r in range(rounds):
+                    x = zag(denoise_zag, x, sigmas, i, inversion, input_scale)
+                    if r + 1 < rounds:
+                        x = zig(denoise_zig, x, sigmas[i], sigmas[i + 1])
+        x = zig(denoise_zig, x, sigmas[i], sigmas[i + 1])
+        if callback is not None:
+            callback({"i": i, "x": x, "sigma": sigmas[i]})
+    return x
 
 
 def ddim_reference_sigmas(model_sigmas: torch.Tensor, steps: int, denoise: float = 1.0,
@@ -241,5 +251,5 @@ def unit_noise_start(noise: torch.Tensor, sigma0: torch.Tensor, input_scale: Sca
 
 __all__ = [
     "INVERSION_MODES", "eps_input_scale", "zag_guidance", "evaluations", "check_args", "euler_step",
-    "invert", "sample_zigzag", "ddim_reference_sigmas", "timestep_of", "unit_noise_start",
+    "zig", "zag", "reflect", "resolve_steps", "sample_zigzag", "ddim_reference_sigmas", "timestep_of", "unit_noise_start",
 ]
