@@ -20,6 +20,7 @@ the edge, and equals the reference wherever the reference covers the latent.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Callable, Sequence
 
@@ -58,6 +59,39 @@ def windows(height: int, width: int, k_h: int, k_w: int, n_h: int, n_w: int) -> 
     tops = crop_offsets(height, k_h, n_h)
     lefts = crop_offsets(width, k_w, n_w)
     return [(t, t + k_h, l, l + k_w) for l in lefts for t in tops]
+
+
+def windows_nd(sizes: Sequence[int], ks: Sequence[int], ns: Sequence[int]) -> list[tuple[tuple[int, int], ...]]:
+    """Crop windows over the last ``len(sizes)`` dimensions (e.g. frames,
+    height, width of a video latent), each a tuple of ``(lo, hi)`` per
+    dimension; the last dimension's index is the outermost loop, as in ``windows``."""
+    offs = [crop_offsets(s, k, n) for s, k, n in zip(sizes, ks, ns)]
+    out = []
+    for combo in itertools.product(*reversed(offs)):
+        out.append(tuple((o, o + k) for o, k in zip(reversed(combo), ks)))
+    return out
+
+
+def as_ranges(win) -> tuple[tuple[int, int], ...]:
+    """A window as ``(lo, hi)`` per dimension: the 2-D ``(top, bottom, left, right)`` or already ranges."""
+    if isinstance(win[0], (tuple, list)):
+        return tuple(tuple(r) for r in win)
+    t, b, l, r = win
+    return ((t, b), (l, r))
+
+
+def window_size(win) -> str:
+    """A window's size as text, e.g. '6 x 8'."""
+    return " x ".join(str(hi - lo) for lo, hi in as_ranges(win))
+
+
+def overlap_nd(sizes: Sequence[int], wins, like: torch.Tensor | None = None):
+    """How many crops cover each position of the cropped dimensions, shape (1, 1, *sizes)."""
+    w = torch.zeros(1, 1, *sizes, dtype=like.dtype if like is not None else torch.float32,
+                    device=like.device if like is not None else None)
+    for win in wins:
+        w[(Ellipsis, *[slice(lo, hi) for lo, hi in as_ranges(win)])] += 1
+    return w
 
 
 def overlap(height: int, width: int, wins: Sequence[tuple[int, int, int, int]], like: torch.Tensor | None = None):
