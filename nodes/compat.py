@@ -242,3 +242,83 @@ def sample_with(model, sampler, sigmas, positive, negative, cfg, latent: dict, s
     guider.set_conds(positive, negative)
     guider.set_cfg(cfg)
     return sample_with_guider(guider, sampler, sigmas, latent, seed, steps_for_bar, guidance_names)
+
+
+# --------------------------------------------------------------------------- SWG (SlidingWindowGuidance)
+# ComfyUI internals that nodes/swg.py needs, each checked on ComfyUI 0.3.64 and 0.17.0.
+
+def model_patch_size(model) -> tuple[int, ...]:
+    """The diffusion model's patch size per latent dimension, as a tuple
+    (``diffusion_model.patch_size``: an int for Flux/SD3/DiT, (t, h, w) for
+    Wan/HunyuanVideo; absent on UNets and LTXV: ()). Checked on 0.3.64, 0.17.0."""
+    p = getattr(model.model.diffusion_model, "patch_size", None)
+    if p is None:
+        return ()
+    if isinstance(p, (tuple, list)):
+        return tuple(int(v) for v in p)
+    return (int(p),)
+
+
+def control_hint(control):
+    """The hint image (B, C, H, W) a ControlNet was applied with
+    (``cond_hint_original``), or None. Checked on 0.3.64, 0.17.0."""
+    return getattr(control, "cond_hint_original", None)
+
+
+def control_with_hints(control, make_hint):
+    """A shallow copy of a ControlNet chain (``previous_controlnet`` links
+    included) where each link's hint is ``make_hint(its hint)``; each copy
+    computes (upscales, VAE-encodes) and caches its own ``cond_hint`` the first
+    time it runs, as ComfyUI's ControlNet does. The copies share the loaded
+    control model and the state set by the sampler's ``pre_run``.
+    Checked on 0.3.64, 0.17.0 (ControlBase.cond_hint / cond_hint_original / previous_controlnet)."""
+    if control is None:
+        return None
+    import copy as _copy
+    c = _copy.copy(control)
+    hint = getattr(control, "cond_hint_original", None)
+    if hint is not None:
+        c.cond_hint_original = make_hint(hint)
+    c.cond_hint = None
+    c.previous_controlnet = control_with_hints(getattr(control, "previous_controlnet", None), make_hint)
+    return c
+
+
+def batch_uuids(transformer_options: dict):
+    """The conditioning entries' uuids of the batch a ControlNet is asked for
+    (``transformer_options['uuids']``, set by calc_cond_batch before
+    ``get_control``). Checked on 0.3.64, 0.17.0."""
+    return transformer_options.get("uuids")
+
+
+def run_sample_sigmas(model_options: dict):
+    """The schedule of the current sampling run (``transformer_options['sample_sigmas']``,
+    set by the sampler per run), used to tell runs apart. Checked on 0.3.64, 0.17.0."""
+    return model_options.get("transformer_options", {}).get("sample_sigmas")
+
+
+WEAK_MODEL_KEY = "reflect_swg_weak_model"
+
+
+def attach_weak_model(model, weak) -> None:
+    """Load ``weak`` (a ModelPatcher) together with ``model`` under ComfyUI's
+    model management: an additional model of the patcher, loaded and freed
+    with it by prepare_sampling. Checked on 0.3.64, 0.17.0 (ModelPatcher.set_additional_models)."""
+    model.set_additional_models(WEAK_MODEL_KEY, [weak])
+
+
+def weak_prediction(weak, conds: list, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The weak model's denoised prediction of ``x`` with the sampler's
+    processed conditioning entries ``conds``, through ComfyUI's calc_cond_batch
+    on the weak model's BaseModel (its own patches and model_options). The
+    weak patcher is made the BaseModel's current patcher for the call (the
+    sampler pre-runs only the main one). Checked on 0.3.64, 0.17.0."""
+    base = weak.model
+    prev = getattr(base, "current_patcher", None)
+    if hasattr(base, "current_patcher"):
+        base.current_patcher = weak
+    try:
+        return comfy.samplers.calc_cond_batch(base, [conds], x, sigma, weak.model_options)[0]
+    finally:
+        if hasattr(base, "current_patcher"):
+            base.current_patcher = prev
