@@ -90,7 +90,7 @@ export function zagGuidance(cfg, inversionCfg, inversion = "published") {
 export function zigzagCost({ steps, cfg, inversion_cfg = 0, zigzag_steps, rounds = 1, inversion = "published",
   sampler_name = "ddim", scheduler = REFERENCE_SCHEDULER, denoise = 1 }) {
   const n = runSteps(steps, denoise);
-  const lam = Math.max(0, Math.min(Math.trunc(zigzag_steps), n - 1));
+  const lam = zigzagReflected(n, zigzag_steps);
   const t = Math.max(1, Math.trunc(rounds));
   const endsAtZero = scheduler !== REFERENCE_SCHEDULER;
   const zig = cfgBranches(cfg, sampler_name);
@@ -101,12 +101,18 @@ export function zigzagCost({ steps, cfg, inversion_cfg = 0, zigzag_steps, rounds
   return result(total, plain, { reflected: lam, steps: n, exact: !VARIABLE_SAMPLERS.has(sampler_name) });
 }
 
+// Steps Z-Sampling reflects (samplers/zigzag.py resolve_steps): -1 is every step but the last.
+export function zigzagReflected(steps, zigzag_steps) {
+  const lam = Math.trunc(zigzag_steps);
+  return Math.max(0, Math.min(lam === -1 ? steps - 1 : lam, steps - 1));
+}
+
 // Settings ZigzagKSampler refuses (samplers/zigzag.py check_args), as messages
 // naming the input; empty when fine.
 export function zigzagWarnings({ steps, zigzag_steps, rounds = 1 }) {
   const out = [];
   if (steps < 1) out.push(`steps must be >= 1 (got ${steps})`);
-  if (zigzag_steps < 0) out.push(`zigzag_steps must be >= 0 (got ${zigzag_steps})`);
+  if (zigzag_steps < -1) out.push(`zigzag_steps must be >= 0, or -1 for every step but the last (got ${zigzag_steps})`);
   if (zigzag_steps > 0 && zigzag_steps >= steps) {
     out.push(`zigzag_steps (${zigzag_steps}) must be smaller than steps (${steps})`);
   }

@@ -1,7 +1,6 @@
 // ComfyUI-Reflect frontend extension. On the pack's nodes it shows:
 // * the cost of the current settings (model evaluations per image and the
-//   factor against a plain KSampler), updated as widgets change and after a
-//   workflow is loaded;
+//   factor against a plain KSampler);
 // * on SlidingWindowGuidance, a drawing of the crop windows and of the masked
 //   area (covered by more than one crop) over the latent's shape;
 // * warnings for settings the backend refuses, before the graph is queued;
@@ -10,8 +9,20 @@
 // Everything is drawn by one extra, non-serialised widget ("reflect_info") at
 // the bottom of the node; the numbers are also on the node as `reflectCost`
 // (first line), `reflectLines`, `reflectWarnings`, `reflectScoreLines`.
+//
+// Hooks used (the frontend's extension API, no node prototype is touched):
+// `nodeCreated` adds the widget to an instance and chains its widgets'
+// callbacks and its connection callback; `loadedGraphNode` / `afterConfigureGraph`
+// after a workflow is loaded; the api's `executed` event for scores. What a
+// node shows is recomputed only when something it depends on changed (its
+// widgets, the KSampler it feeds, the latent's size: a key of those values),
+// the SWG layout is cached per crop settings and latent size, and the node is
+// sized when its content changes, never while it is drawn. In Nodes 2.0 (Vue
+// nodes) the widget is drawn by the frontend's legacy-widget canvas at the
+// height computeSize gives; the DOM sizes the node.
 // The arithmetic is in cost.js / swg.js / scores.js (unit-tested with node --test).
 import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
 import {
   adaptiveCost, adaptiveLines, adaptiveWarnings, w2sdCost, w2sdLines, w2sdWarnings, zigzagCost, zigzagLines,
   zigzagWarnings,
@@ -23,47 +34,79 @@ import { runs, swgCostLines, swgLayout, swgLayoutLines, swgWarnings } from "./sw
 const LINE = 14;
 const FIG = 84;
 const PAD = 6;
+const FONT = "12px sans-serif";
 const COLORS = { ok: "#9c9", text: "#bbb", warn: "#f66", bad: "#f88", good: "#8c8" };
 
-function w2sd(node, strongIsMain) {
-  const v = widgetValues(node);
-  const cost = w2sdCost(strongIsMain ? { ...v, strong_cfg: v.cfg } : v);
-  return { lines: w2sdLines(cost), warnings: w2sdWarnings(v) };
+// The SWG layout of (crop settings, latent size): O(H + W) arrays and an O(H * W)
+// coverage count, computed once per distinct input and kept (a few entries).
+const layoutCache = new Map();
+function cachedLayout(v, latent) {
+  const key = JSON.stringify([v.crop_width, v.crop_height, v.crop_units, v.crops_x, v.crops_y,
+    latent.width, latent.height]);
+  let layout = layoutCache.get(key);
+  if (!layout) {
+    layout = swgLayout(v, latent);
+    if (layoutCache.size >= 32) layoutCache.delete(layoutCache.keys().next().value);
+    layoutCache.set(key, layout);
+  }
+  return layout;
 }
 
-// What each node shows: { lines, warnings, figure? }.
+function w2sd(v, strongIsMain) {
+  return { lines: w2sdLines(w2sdCost(strongIsMain ? { ...v, strong_cfg: v.cfg } : v)), warnings: w2sdWarnings(v) };
+}
+
+// Per node type: inputs(node) -> what the display depends on (JSON-able), and
+// show(inputs) -> { lines, warnings, figure? }.
+const own = (node) => ({ v: widgetValues(node) });
 const SPECS = {
-  ZigzagKSampler(node) {
-    const v = widgetValues(node);
-    return { lines: zigzagLines(zigzagCost(v)), warnings: zigzagWarnings(v) };
+  ZigzagKSampler: {
+    inputs: own, show: ({ v }) => ({ lines: zigzagLines(zigzagCost(v)), warnings: zigzagWarnings(v) }),
   },
-  WeakStrongReflection: (node) => w2sd(node, false),
-  WeakStrongReflectionLoRA: (node) => w2sd(node, true),
-  SlidingWindowGuidance(node) {
-    const v = widgetValues(node);
-    const samplers = downstreamSamplers(node);
-    const latent = latentSize(samplers.find((s) => s.kind === "ksampler")?.node ?? null, node);
-    const layout = { ...swgLayout(v, latent), source: latent.source };
-    return {
-      lines: swgCostLines(v, layout, samplers), warnings: swgWarnings(v, layout),
-      figure: layout.error ? null : { layout, masked: Boolean(v.masked), text: swgLayoutLines(v, layout) },
-    };
+  WeakStrongReflection: { inputs: own, show: ({ v }) => w2sd(v, false) },
+  WeakStrongReflectionLoRA: { inputs: own, show: ({ v }) => w2sd(v, true) },
+  SlidingWindowGuidance: {
+    inputs(node) {
+      const samplers = downstreamSamplers(node);
+      const ks = samplers.find((s) => s.kind === "ksampler")?.node ?? null;
+      const latent = latentSize(ks, node);
+      return { v: widgetValues(node), latent, samplers: samplers.map(({ node: _n, ...s }) => s) };
+    },
+    show({ v, latent, samplers }) {
+      const layout = { ...cachedLayout(v, latent), source: latent.source };
+      return {
+        lines: swgCostLines(v, layout, samplers), warnings: swgWarnings(v, layout),
+        figure: layout.error ? null : { layout, masked: Boolean(v.masked), text: swgLayoutLines(v, layout) },
+      };
+    },
   },
-  AdaptiveStudentTeacher(node) {
-    const v = widgetValues(node);
-    return { lines: adaptiveLines(adaptiveCost(v, { hasTable: isConnected(node, "percentiles") })),
-      warnings: adaptiveWarnings(v) };
+  AdaptiveStudentTeacher: {
+    inputs: (node) => ({ v: widgetValues(node), hasTable: isConnected(node, "percentiles") }),
+    show: ({ v, hasTable }) => ({ lines: adaptiveLines(adaptiveCost(v, { hasTable })), warnings: adaptiveWarnings(v) }),
   },
-  QualityGate: () => ({ lines: [], warnings: [] }),
+  QualityGate: { inputs: () => ({}), show: () => ({ lines: [], warnings: [] }) },
 };
 
-// Recompute what the node shows; redraw when it changed.
+const specOf = (node) => SPECS[node?.comfyClass ?? node?.type];
+const vueMode = () => Boolean(globalThis.LiteGraph?.vueNodesMode);
+
+// Recompute what the node shows when an input of it changed; resize and redraw when the content changed.
 function refresh(node) {
-  const spec = SPECS[node.comfyClass ?? node.type];
+  const spec = specOf(node);
   if (!spec) return;
+  let inputs;
+  try {
+    inputs = spec.inputs(node);
+  } catch (e) {
+    inputs = { error: String(e.message ?? e) };
+  }
+  const key = JSON.stringify(inputs);
+  if (key === node.reflectInputKey) return;
+  node.reflectInputKey = key;
   let r;
   try {
-    r = spec(node);
+    if (inputs.error) throw new Error(inputs.error);
+    r = spec.show(inputs);
   } catch (e) {
     r = { lines: [], warnings: [`(cost not available: ${e.message})`] };
   }
@@ -71,12 +114,17 @@ function refresh(node) {
   node.reflectWarnings = r.warnings;
   node.reflectCost = r.lines[0] ?? "";
   node.reflectFigure = r.figure ?? null;
-  const key = JSON.stringify([r.lines, r.warnings, r.figure?.text, node.reflectScoreLines]);
-  if (key !== node.reflectKey) {
-    node.reflectKey = key;
-    node.setDirtyCanvas?.(true, true);
-    node.widgets?.find((w) => w.name === "reflect_info")?.triggerDraw?.();
-  }
+  changed(node);
+}
+
+function changed(node) {
+  const key = JSON.stringify([node.reflectLines, node.reflectWarnings, node.reflectFigure?.text,
+    node.reflectFigure?.masked, node.reflectScoreLines]);
+  if (key === node.reflectShownKey) return;
+  node.reflectShownKey = key;
+  fit(node);
+  node.widgets?.find((w) => w.name === "reflect_info")?.triggerDraw?.(); // Nodes 2.0: redraw the widget's canvas
+  node.setDirtyCanvas?.(true, true);
 }
 
 function textLines(node) {
@@ -95,38 +143,59 @@ function contentHeight(node) {
   return n || fig ? fig + n * LINE + PAD : 0;
 }
 
+let measureCtx = null;
+function textWidth(node) {
+  measureCtx ??= globalThis.document?.createElement("canvas")?.getContext("2d") ?? null;
+  if (!measureCtx) return 0;
+  measureCtx.font = FONT;
+  let widest = 0;
+  for (const [t] of textLines(node)) widest = Math.max(widest, measureCtx.measureText(t).width);
+  if (node.reflectFigure) {
+    measureCtx.font = "11px sans-serif";
+    for (const t of node.reflectFigure.text) widest = Math.max(widest, FIG + 10 + measureCtx.measureText(t).width);
+  }
+  return Math.ceil(widest + 20);
+}
+
+// Classic canvas: grow the node (never shrink it) so that its widgets and the
+// lines fit; called when the content changes. Nodes 2.0 sizes from the DOM.
+function fit(node) {
+  if (vueMode() || !node.setSize || !node.size || !node.computeSize) return;
+  const need = node.computeSize();
+  const w = Math.max(node.size[0], need[0], textWidth(node));
+  const h = Math.max(node.size[1], need[1]);
+  if (w > node.size[0] + 0.5 || h > node.size[1] + 0.5) node.setSize([w, h]);
+}
+
 // The latent as a rectangle, each window outlined, the area covered by more
 // than one window filled (solid where M-SWG masks, hatched where it does not).
 function drawFigure(ctx, fig, x0, y0) {
   const { layout } = fig;
   const s = FIG / Math.max(layout.width, layout.height);
-  const w = layout.width * s;
-  const h = layout.height * s;
   ctx.fillStyle = "#2a2a2a";
-  ctx.fillRect(x0, y0, w, h);
-  const rows = runs(layout.rows);
-  const cols = runs(layout.cols);
-  for (const [r0, r1, rv] of rows) {
-    for (const [c0, c1, cv] of cols) {
-      if (rv * cv <= 1) continue;
-      ctx.fillStyle = fig.masked ? "rgba(255, 170, 60, 0.55)" : "rgba(255, 170, 60, 0.2)";
-      ctx.fillRect(x0 + c0 * s, y0 + r0 * s, (c1 - c0) * s, (r1 - r0) * s);
+  ctx.fillRect(x0, y0, layout.width * s, layout.height * s);
+  fig.runs ??= { rows: runs(layout.rows), cols: runs(layout.cols) }; // once per layout
+  ctx.fillStyle = fig.masked ? "rgba(255, 170, 60, 0.55)" : "rgba(255, 170, 60, 0.2)";
+  for (const [r0, r1, rv] of fig.runs.rows) {
+    for (const [c0, c1, cv] of fig.runs.cols) {
+      if (rv * cv > 1) ctx.fillRect(x0 + c0 * s, y0 + r0 * s, (c1 - c0) * s, (r1 - r0) * s);
     }
   }
   const hues = [200, 120, 280, 40, 330, 160];
+  ctx.lineWidth = 1;
   layout.windows.forEach(([t, b, l, r], i) => {
     ctx.strokeStyle = `hsl(${hues[i % hues.length]}, 80%, 65%)`;
-    ctx.lineWidth = 1;
     const inset = (i % 4) * 0.75; // keep coinciding edges apart
     ctx.strokeRect(x0 + l * s + inset, y0 + t * s + inset, (r - l) * s - 2 * inset, (b - t) * s - 2 * inset);
   });
   ctx.strokeStyle = "#888";
-  ctx.strokeRect(x0, y0, w, h);
+  ctx.strokeRect(x0, y0, layout.width * s, layout.height * s);
   ctx.font = "11px sans-serif";
   ctx.fillStyle = COLORS.text;
   fig.text.forEach((t, i) => ctx.fillText(t, x0 + FIG + 10, y0 + 12 + i * LINE));
 }
 
+// The display widget: draws what refresh() computed, nothing else.
 function infoWidget(node) {
   return {
     name: "reflect_info",
@@ -137,8 +206,7 @@ function infoWidget(node) {
     computeSize(width) {
       return [width ?? node.size?.[0] ?? 0, contentHeight(node)];
     },
-    draw(ctx, n, width, y) {
-      refresh(n);
+    draw(ctx, n, _width, y) {
       const lines = textLines(n);
       if (!lines.length && !n.reflectFigure) return;
       ctx.save();
@@ -147,94 +215,72 @@ function infoWidget(node) {
         drawFigure(ctx, n.reflectFigure, 12, top);
         top += FIG + PAD;
       }
-      ctx.font = "12px sans-serif";
+      ctx.font = FONT;
       ctx.textAlign = "left";
-      let widest = 0;
       lines.forEach(([t, color], i) => {
         ctx.fillStyle = color;
         ctx.fillText(t, 10, top + 10 + i * LINE);
-        widest = Math.max(widest, ctx.measureText(t).width);
       });
       ctx.restore();
-      if (globalThis.LiteGraph?.vueNodesMode || !n.setSize || !n.size) return; // Nodes 2.0 sizes from the DOM
-      if (widest + 20 > width && !n.reflectGrown) {
-        n.reflectGrown = true; // grow once so that the lines fit, then leave the size to the user
-        n.setSize([Math.ceil(widest + 20), n.size[1]]);
-      }
-      const need = y + contentHeight(n);
-      if (need > n.size[1] + 1) n.setSize([n.size[0], need]);
     },
   };
 }
 
+// Call fn after obj[name] (the instance's own callback, or the one it inherits).
+function chainAfter(obj, name, fn) {
+  const orig = obj[name];
+  obj[name] = function (...args) {
+    const r = orig?.apply(this, args);
+    fn.apply(this, args);
+    return r;
+  };
+}
+
+function graphOf(node) {
+  return node?.graph ?? app.graph;
+}
+
+function refreshGraph(graph) {
+  for (const node of graph?._nodes ?? graph?.nodes ?? []) refresh(node);
+}
+
+// Widgets added after creation (e.g. converted inputs) are chained when first seen.
+function watchWidgets(node) {
+  for (const w of node.widgets ?? []) {
+    if (!w || w.reflectWatched || w.name === "reflect_info") continue;
+    w.reflectWatched = true;
+    chainAfter(w, "callback", () => refreshGraph(graphOf(node)));
+  }
+}
+
 app.registerExtension({
   name: "ComfyUI-Reflect.display",
-  async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (!SPECS[nodeData.name]) return;
-    const proto = nodeType.prototype;
-
-    const onNodeCreated = proto.onNodeCreated;
-    proto.onNodeCreated = function () {
-      const r = onNodeCreated?.apply(this, arguments);
-      for (const w of this.widgets ?? []) {
-        const cb = w.callback;
-        const node = this;
-        w.callback = function () {
-          const out = cb?.apply(this, arguments);
-          refresh(node);
-          return out;
-        };
-      }
-      this.addCustomWidget(infoWidget(this));
-      refresh(this);
-      return r;
-    };
-
-    // values set on workflow load (widgets_values) and links made or removed
-    for (const hook of ["onConfigure", "onConnectionsChange", "onWidgetChanged", "onAdded"]) {
-      const orig = proto[hook];
-      proto[hook] = function () {
-        const r = orig?.apply(this, arguments);
-        refresh(this);
-        return r;
-      };
-    }
-
-    const onExecuted = proto.onExecuted;
-    proto.onExecuted = function (message) {
-      onExecuted?.apply(this, arguments);
-      const lines = scoreLines(message);
-      if (lines.length) this.reflectScoreLines = lines;
-      refresh(this);
-    };
-
-    // the cost of a node can depend on others (SWG: the KSampler it feeds, the latent):
-    // recompute whenever the node is drawn
-    const onDrawForeground = proto.onDrawForeground;
-    proto.onDrawForeground = function () {
-      onDrawForeground?.apply(this, arguments);
-      refresh(this);
-    };
-  },
-  // other nodes' widgets matter too (SWG: the KSampler it feeds, the empty latent's size)
   nodeCreated(node) {
-    if (SPECS[node.comfyClass ?? node.type]) return;
-    const onWidgetChanged = node.onWidgetChanged;
-    node.onWidgetChanged = function () {
-      const r = onWidgetChanged?.apply(this, arguments);
-      refreshGraph(this.graph);
-      return r;
-    };
+    // any node's widgets or links can matter to a pack node (SWG: the KSampler it feeds, the latent's size)
+    watchWidgets(node);
+    chainAfter(node, "onConnectionsChange", () => refreshGraph(graphOf(node)));
+    if (!specOf(node)) return;
+    node.addCustomWidget(infoWidget(node));
+    refresh(node);
+  },
+  loadedGraphNode(node) {
+    watchWidgets(node);
+    refresh(node); // widgets_values are set now
   },
   async afterConfigureGraph() {
     refreshGraph(app.graph); // all nodes and links exist now
   },
+  async setup() {
+    api.addEventListener("executed", ({ detail }) => {
+      const id = detail?.display_node ?? detail?.node;
+      const node = app.graph?.getNodeById?.(Number(id)) ?? app.graph?.getNodeById?.(id);
+      if (!specOf(node)) return;
+      const lines = scoreLines(detail.output);
+      if (!lines.length) return;
+      node.reflectScoreLines = lines;
+      changed(node);
+    });
+  },
 });
-
-function refreshGraph(graph) {
-  for (const node of graph?._nodes ?? graph?.nodes ?? []) {
-    if (SPECS[node.comfyClass ?? node.type]) refresh(node);
-  }
-}
 
 export { refresh as reflectRefresh };

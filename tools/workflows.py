@@ -157,7 +157,7 @@ def build_ui(spec: dict, object_info: dict) -> dict:
                            for i, (typ, name) in enumerate(zip(info["output"], info["output_name"]))]
         base["widgets_values"] = values
         ui_nodes.append(base)
-    _stack_columns(ui_nodes)
+    _layout(ui_nodes, links, object_info)
     by_id = {n["id"]: n for n in ui_nodes}
     for lk in links:
         origin = by_id[lk[1]]
@@ -167,21 +167,77 @@ def build_ui(spec: dict, object_info: dict) -> dict:
             "groups": [], "config": {}, "extra": dict(spec.get("extra", {})), "version": 0.4}
 
 
-def _stack_columns(nodes: list, gap: int = 40):
-    """Give every node at least the height its slots and widgets need (the
-    frontend draws about 24 px per row) and push nodes of one column down so
-    none overlaps the one above it."""
+# The pack's display widget (js/reflect.js "reflect_info"), reserved below a node's widgets so that the
+# node never grows into the one below it: (SWG window figure, text lines). Lines: the cost lines and a spare
+# one for a warning; QualityGate and AdaptiveStudentTeacher also show up to 9 score lines after a run;
+# SlidingWindowGuidance two cost lines per sampler it feeds.
+INFO_ROWS = {"ZigzagKSampler": (False, 3), "WeakStrongReflection": (False, 3), "WeakStrongReflectionLoRA": (False, 3),
+             "AdaptiveStudentTeacher": (False, 12), "QualityGate": (False, 10), "SlidingWindowGuidance": (True, None)}
+INFO_WIDTH = {"SlidingWindowGuidance": 400}  # its cost lines are the longest
+INFO_LINE, INFO_FIG = 14, 90                # js/reflect.js LINE and FIG + PAD
+TITLE_H = 30                                # the title bar, drawn above a node's pos
+H_GAP, V_GAP = 60, 40                       # free space between columns and between nodes of a column
+
+
+def _node_rows(n: dict, info: dict | None) -> tuple[int, int]:
+    """(slot and widget rows, extra height) of a node: multiline text boxes and image previews are taller."""
+    rows = max(len(n["outputs"]), sum(1 for i in n["inputs"] if "widget" not in i)) + len(n["widgets_values"])
+    extra = 0
+    for _name, typ, opts in input_specs(info or {}):
+        if typ == "STRING" and opts.get("multiline"):
+            extra += 64
+        if opts.get("image_upload"):
+            extra += 240
+    return rows, extra
+
+
+def _info_height(n: dict, fed: int) -> int:
+    fig, lines = INFO_ROWS.get(n["type"], (False, 0))
+    if lines is None:
+        lines = 2 * max(fed, 1) + 1
+    return (INFO_FIG if fig else 0) + lines * INFO_LINE + 6 if (fig or lines) else 0
+
+
+def _layout(nodes: list, links: list, object_info: dict):
+    """Sizes and positions such that no node covers another at its rendered size, in the classic
+    LiteGraph canvas and in Nodes 2.0 (Vue nodes), both of which draw a node at least as large as its
+    saved size and larger where its content needs it.
+
+    * size: what the classic canvas needs (about 24 px per slot or widget row, text boxes, the pack's
+      display widget), so that nodes open at their natural size;
+    * footprint: an upper bound of the rendered size in either mode (Nodes 2.0 draws about 32 px per
+      row), used only to place nodes;
+    * the specs' positions give the arrangement: nodes sharing an x form a column, ordered by y; each
+      column starts right of the widest footprint of the column before it, each node below the
+      footprint of the one above it (plus its title bar)."""
+    fed: dict = {}
+    for lk in links:
+        fed.setdefault(lk[1], set()).add(lk[3])
+    foot = {}
     for n in nodes:
         if n["type"] in VIRTUAL:
+            foot[n["id"]] = tuple(n["size"])
             continue
-        rows = max(len(n["outputs"]), sum(1 for i in n["inputs"] if "widget" not in i)) + len(n["widgets_values"])
-        n["size"][1] = max(n["size"][1], 40 + 24 * rows)
-    for x in sorted({n["pos"][0] for n in nodes}):
+        rows, extra = _node_rows(n, object_info.get(n["type"]))
+        info_h = _info_height(n, len(fed.get(n["id"], ())))
+        title_w = 70 + 8 * len(n.get("title") or object_info.get(n["type"], {}).get("display_name") or n["type"])
+        width = max(n["size"][0], title_w, INFO_WIDTH.get(n["type"], 0))
+        n["size"] = [width, max(n["size"][1], 40 + 24 * rows + extra + info_h)]
+        foot[n["id"]] = (width, max(n["size"][1], 48 + 32 * rows + extra + info_h))
+    column_x = None
+    prev_width = 0
+    columns = [sorted((n for n in nodes if n["pos"][0] == x), key=lambda n: n["pos"][1])
+               for x in sorted({n["pos"][0] for n in nodes})]
+    for col in columns:
+        x = col[0]["pos"][0]
+        column_x = x if column_x is None else max(x, column_x + prev_width + H_GAP)
         bottom = None
-        for n in sorted((n for n in nodes if n["pos"][0] == x), key=lambda n: n["pos"][1]):
-            if bottom is not None and n["pos"][1] < bottom + gap:
-                n["pos"][1] = bottom + gap
-            bottom = n["pos"][1] + n["size"][1]
+        for n in col:
+            n["pos"][0] = column_x
+            if bottom is not None and n["pos"][1] < bottom + V_GAP + TITLE_H:
+                n["pos"][1] = bottom + V_GAP + TITLE_H
+            bottom = n["pos"][1] + foot[n["id"]][1]
+        prev_width = max(foot[n["id"]][0] for n in col)
 
 
 # --------------------------------------------------------------------------- files
