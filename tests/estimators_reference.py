@@ -104,8 +104,7 @@ def processors(tokenizer_dir):
               do_center_crop=True, do_normalize=True, do_rescale=True, rescale_factor=1 / 255, resample=3,
               do_convert_rgb=True, image_mean=[0.48145466, 0.4578275, 0.40821073],
               image_std=[0.26862954, 0.26130258, 0.27577711])
-    tok = CLIPTokenizerFast(os.path.join(tokenizer_dir, "vocab.json"), os.path.join(tokenizer_dir, "merges.txt"),
-                            pad_token="!")  # laion/CLIP-ViT-H-14's tokenizer pads with "!" (id 0)
+    tok = CLIPTokenizerFast(os.path.join(tokenizer_dir, "vocab.json"), os.path.join(tokenizer_dir, "merges.txt"))
     return CLIPImageProcessorPil(**kw), CLIPImageProcessor(**kw), tok
 
 

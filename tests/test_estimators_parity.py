@@ -111,8 +111,8 @@ def test_pickscore_matches_original(reference):
     r = ref["pickscore"]
     s = pickscore.build({"checkpoint": str(d / "pickscore" / "model.safetensors")})
     enc = [s.tokenizer.encode(p) for p in PROMPTS]
-    assert [row[:len(e)] for row, e in zip(r["token_ids"], enc)] == enc  # then its padding ("!", id 0)
-    assert all(set(row[len(e):]) <= {0} and len(row) == 77 for row, e in zip(r["token_ids"], enc))
+    assert [row[:len(e)] for row, e in zip(r["token_ids"], enc)] == enc  # then its padding
+    assert all(set(row[len(e):]) <= {clip.Tokenizer().eot} and len(row) == 77 for row, e in zip(r["token_ids"], enc))
     imgs = comfy_batch(d)
     check("pickscore", score_each(s, imgs, PROMPTS), r["scores"])
     check("pickscore rank", score_each(s, imgs, [PROMPTS[0]] * len(imgs)), r["rank_prompt_scores"])
