@@ -37,7 +37,7 @@ from comfy_api.latest import io
 from ..samplers import adaptive as ad
 from . import compat as glue
 from . import quality_gate as qgn
-from .quality_gate import GateType, ImageRewardType, split_prompts
+from .quality_gate import GateType, QualityModelType, split_prompts
 
 STRATEGIES = ("refine", "regenerate")
 ROLLBACK_SCHEDULES = ("reference", "comfy")
@@ -99,7 +99,8 @@ class AdaptiveStudentTeacher(io.ComfyNode):
                 io.Vae.Input("student_vae", tooltip="VAE of the student's latent format (decodes for the scorer)."),
                 io.Int.Input("student_steps", default=4, min=1, max=1000,
                              tooltip="Steps the student ran (for the cost report only; paper: 4 LCM, 2 Turbo)."),
-                ImageRewardType.Input("image_reward", tooltip="From Load ImageReward."),
+                QualityModelType.Input("image_reward", display_name="quality_model",
+                                       tooltip="From Load Quality Model (paper: ImageReward) or Load ImageReward."),
                 io.String.Input("prompt", multiline=True, default="", tooltip="The prompt the samples were made from."),
                 io.Boolean.Input("prompt_per_line", default=False,
                                  tooltip="One prompt per line, one line per sample (a single line serves all)."),
@@ -146,7 +147,13 @@ class AdaptiveStudentTeacher(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, sigma=None, strategy=None, **kwargs):
+    def validate_inputs(cls, sigma=None, strategy=None):
+        # Only the inputs cross-checked here are named: ComfyUI's own type, range and dropdown checks run on all
+        # the others, and skip these two, so their own checks are made here as ComfyUI words them.
+        if strategy is not None and strategy not in STRATEGIES:
+            return f"strategy: {strategy!r} not in {list(STRATEGIES)}"
+        if sigma is not None and not (0.0 <= sigma <= 1.0):
+            return f"sigma: {sigma} is not in [0, 1]"
         if sigma is not None and strategy != "regenerate" and not (0.0 < sigma <= 1.0):
             return f"sigma ({sigma}) must be in (0, 1]"
         return True
@@ -166,7 +173,7 @@ class AdaptiveStudentTeacher(io.ComfyNode):
         else:
             steps, denoise, scheduled = int(teacher_steps), 1.0, int(teacher_steps)
         _check_formats(x, student_vae, teacher_model, teacher_vae, student_model)
-        tau = qgn.threshold_of(threshold, k, percentiles)
+        tau = qgn.threshold_of(threshold, k, percentiles, image_reward)
         prompts = split_prompts(prompt, prompt_per_line, n)
 
         images = glue.run_naming("samples", x.shape, lambda: comfy_nodes.VAEDecode().decode(student_vae, samples)[0],
@@ -202,6 +209,7 @@ class AdaptiveStudentTeacher(io.ComfyNode):
         share = len(refine_idx) / n
         report = {
             "scores": [round(float(s), 6) for s in scores], "threshold": tau, "refined": refined_mask,
+            "estimator": image_reward.name,
             "strategy": strategy, "teacher_steps_executed": steps, "teacher_steps_scheduled": scheduled,
             "teacher_calls": teacher_calls, "share_refined": share,
             "evaluations_per_image": per_image,

@@ -6,6 +6,7 @@ reflection samplers.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import os
@@ -84,6 +85,63 @@ def guidance_options(model_options: dict, scale: float) -> dict:
     return opts
 
 
+# --------------------------------------------------------------------------- Z-Sampling
+# The zag (inversion) evaluation and the guidance it reads off a guider; checked on ComfyUI 0.3.64 and 0.17.0.
+
+ZAG_KEY = "reflect_zag"  # in an evaluation's model_options: this evaluation is a zag
+CFG_PATCH_KEYS = ("sampler_cfg_function", "sampler_pre_cfg_function", "sampler_post_cfg_function")
+
+
+def guider_cfg(guider, input_name: str = "guider") -> float:
+    """gamma_1 of a guider: ``cfg`` of CFGGuider / PerpNegGuider (BasicGuider: 1.0), the larger of
+    DualCFGGuider's ``cfg1`` / ``cfg2`` (its guidance is off only when both are <= 1); a clear error for a
+    guider whose conditionings the zag cannot read. Checked on 0.3.64, 0.17.0 (attributes cfg, cfg1, cfg2,
+    original_conds)."""
+    if not isinstance(guider, comfy.samplers.CFGGuider) or "positive" not in getattr(guider, "original_conds", {}):
+        raise ValueError(f"{input_name}: Z-Sampling's inversion cannot read the guidance of a "
+                         f"{type(guider).__name__} (it needs a guider with a 'positive' conditioning: CFGGuider, "
+                         "DualCFGGuider, PerpNegGuider or BasicGuider)")
+    if hasattr(guider, "cfg1") and hasattr(guider, "cfg2"):
+        return max(float(guider.cfg1), float(guider.cfg2))
+    return float(guider.cfg)
+
+
+class _ZagGuidance:
+    """The zag's prediction: plain CFG at ``scale`` between the guider's positive and negative conditionings
+    (the reference's inversion), with the model's patches (LoRA, ControlNet, hooks, FreeU) but without pre-/
+    post-CFG functions and sampler_cfg_function (PAG, SAG, APG, CFG-Zero*, SWG, CFG++'s hook): those see the
+    zig evaluations only, exactly as in KSampler. Checked on 0.3.64, 0.17.0 (sampling_function, guider.conds)."""
+
+    def __init__(self, guider, scale: float):
+        self.guider, self.scale = guider, float(scale)
+        self.inner_model = guider.inner_model
+
+    def __call__(self, x, sigma, model_options={}, seed=None):
+        opts = {k: v for k, v in model_options.items() if k not in CFG_PATCH_KEYS and k != ZAG_KEY}
+        conds = self.guider.conds
+        return comfy.samplers.sampling_function(self.inner_model, x, sigma, conds.get("negative", None),
+                                                conds.get("positive", None), self.scale,
+                                                model_options=guidance_options(opts, self.scale), seed=seed)
+
+
+class ZagDispatch:
+    """``model_k`` (ComfyUI's KSamplerX0Inpaint) for every evaluation, except those whose model_options carry
+    ZAG_KEY: those go through a copy of it (same mask, latent and noise) around _ZagGuidance. Attribute access
+    falls through to ``model_k``. Checked on 0.3.64, 0.17.0 (KSamplerX0Inpaint.inner_model)."""
+
+    def __init__(self, model_k, guider, scale: float):
+        self._model = model_k
+        self._zag = copy.copy(model_k)
+        self._zag.inner_model = _ZagGuidance(guider, scale)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def __call__(self, x, sigma, **kwargs):
+        zag = kwargs.get("model_options", {}).get(ZAG_KEY, False)
+        return (self._zag if zag else self._model)(x, sigma, **kwargs)
+
+
 class EvalProgress:
     """Wraps ComfyUI's k-diffusion model (``model_k``) to report progress and a
     preview after every model evaluation, and to honour interrupts between
@@ -127,13 +185,15 @@ def resolve_file(folder: str, name, input_name: str) -> str | None:
     return None
 
 
-def unload_model(patcher) -> None:
-    """Offload one ModelPatcher from its compute device now (what ComfyUI's
-    ``free_memory`` does to a model it evicts), leaving the others loaded."""
-    loaded = comfy.model_management.current_loaded_models
-    for i in range(len(loaded) - 1, -1, -1):
-        if loaded[i].model is patcher and loaded[i].model_unload():
-            loaded.pop(i)
+# --------------------------------------------------------------------------- quality / adaptive (QualityGate,
+# AdaptiveStudentTeacher; owned with nodes/quality_gate.py and nodes/adaptive.py)
+
+def skip_output():
+    """An output value that makes ComfyUI skip the nodes it feeds, silently
+    (comfy_execution.graph_utils.ExecutionBlocker(None), which a V3 node may
+    return as one of its outputs). Checked on 0.3.64 and 0.17.0."""
+    from comfy_execution.graph_utils import ExecutionBlocker
+    return ExecutionBlocker(None)
 
 
 def base_sampler(sampler):
@@ -150,6 +210,13 @@ def base_sampler(sampler):
     name = getattr(sampler.sampler_function, "__name__", "")
     name = name[len("sample_"):] if name.startswith("sample_") else name
     return sampler, name
+
+
+def run_sampler(sampler, model, x, sigmas, extra_args, callback):
+    """Run a ComfyUI KSAMPLER's sampler function once over ``sigmas`` on ``model`` (``x`` already noised to
+    sigmas[0]), its per-step ``callback`` given, its progress bar off. Checked on 0.3.64, 0.17.0."""
+    return sampler.sampler_function(model, x, sigmas, extra_args=extra_args, callback=callback, disable=True,
+                                    **sampler.extra_options)
 
 
 def run_sampler_segment(sampler, model, x, sigmas, extra_args):
@@ -322,3 +389,86 @@ def weak_prediction(weak, conds: list, x: torch.Tensor, sigma: torch.Tensor) -> 
     finally:
         if hasattr(base, "current_patcher"):
             base.current_patcher = prev
+
+
+# ---------------------------------------------------------------------------
+# W2SD (nodes/w2sd.py): weight patches, side models and per-side conds/options.
+# Every function below was checked on ComfyUI 0.3.64 and 0.17.0.
+# ---------------------------------------------------------------------------
+
+def lora_weights(adapter):
+    """(up, down, alpha, mid, dora_scale, reshape) of a LoRA weight patch, or None.
+    Checked on 0.3.64 and 0.17.0: a WeightAdapter named 'lora' with .weights, or the old ('lora', weights) tuple."""
+    if getattr(adapter, "name", None) == "lora" and hasattr(adapter, "weights"):
+        return adapter.weights
+    if isinstance(adapter, tuple) and len(adapter) == 2 and adapter[0] == "lora":
+        return adapter[1]
+    return None
+
+
+def diff_weights(adapter):
+    """The difference tensor of a 'diff' weight patch, or None. Checked on 0.3.64 and 0.17.0: ('diff', (tensor,))."""
+    if isinstance(adapter, tuple) and len(adapter) == 2 and adapter[0] == "diff":
+        return adapter[1][0]
+    return None
+
+
+def patch_kind(adapter) -> str:
+    """A weight patch's kind for messages ('lora', 'diff', 'set', ...). Checked on 0.3.64 and 0.17.0."""
+    return getattr(adapter, "name", None) or (adapter[0] if isinstance(adapter, tuple) else type(adapter).__name__)
+
+
+def weight_patches(patcher) -> dict:
+    """{key: [(strength, adapter, strength_model, offset, function)]} of a ModelPatcher.
+    Checked on 0.3.64 and 0.17.0: ModelPatcher.patches holds those 5-tuples."""
+    return {k: [tuple(e) for e in v] for k, v in patcher.patches.items()}
+
+
+def object_patches(patcher) -> dict:
+    """A ModelPatcher's object patches (ModelSampling nodes etc.). Checked on 0.3.64 and 0.17.0."""
+    return dict(patcher.object_patches)
+
+
+def latent_format_name(patcher) -> str:
+    """The class name of a MODEL's latent format. Checked on 0.3.64 and 0.17.0."""
+    return type(patcher.get_model_object("latent_format")).__name__
+
+
+def base_model(patcher):
+    """The BaseModel a ModelPatcher wraps (what a guider's inner_model is). Checked on 0.3.64 and 0.17.0."""
+    return patcher.model
+
+
+def with_models_loaded_together(patcher, others: list, key: str = "w2sd"):
+    """A clone of ``patcher`` whose loading also loads ``others`` (set_additional_models), so that
+    sampling with it never evicts one of them. Checked on 0.3.64 and 0.17.0."""
+    clone = patcher.clone()
+    if others:
+        clone.set_additional_models(key, list(others))
+    return clone
+
+
+def load_lora(model, lora: dict, strength: float):
+    """``model`` with a LoRA state dict at ``strength``, as LoraLoaderModelOnly makes it. Checked on 0.3.64 and 0.17.0."""
+    import comfy.sd
+    return comfy.sd.load_lora_for_models(model, None, lora, strength, 0)[0]
+
+
+def side_sampling_options(model_options: dict, sigmas, device, dtype) -> dict:
+    """A side's model_options for one run, made as CFGGuider.sample/inner_sample make the guider's
+    (a clone, sample_sigmas in transformer_options, tensors cast to the load device). Checked on 0.3.64 and 0.17.0."""
+    import comfy.model_patcher
+    opts = comfy.model_patcher.create_model_options_clone(model_options)
+    opts.setdefault("transformer_options", {})["sample_sigmas"] = sigmas
+    comfy.samplers.cast_to_load_options(opts, device=device, dtype=dtype)
+    return opts
+
+
+def process_conds_with(model, guider_model, noise, conds: dict, device, latent_image, denoise_mask, seed,
+                       **kwargs) -> dict:
+    """``conds`` processed for sampling with BaseModel ``model`` (area, masks, the model's extra conds,
+    ControlNet pre_run) as CFGGuider.inner_sample processes its own with ``guider_model``; ``kwargs``: what
+    this ComfyUI version's inner_sample passes on (0.17: latent_shapes). Checked on 0.3.64 and 0.17.0."""
+    if latent_image is not None and torch.count_nonzero(latent_image) > 0:
+        latent_image = guider_model.process_latent_in(latent_image)
+    return comfy.samplers.process_conds(model, noise, conds, device, latent_image, denoise_mask, seed, **kwargs)

@@ -18,9 +18,12 @@ scoring of images against their prompts, thresholds from percentile tables.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
+import shutil
+import tempfile
 
 import torch
 
@@ -32,6 +35,8 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..samplers import quality_gate as qg
+from ..scoring import base as scoring_base
+from ..scoring import imagereward as ir
 from . import compat as glue
 
 CATEGORY = "sampling/reflect/quality"
@@ -41,15 +46,12 @@ CHECKPOINT = "ImageReward.pt"
 MED_CONFIG = "med_config.json"
 VOCAB = "vocab.txt"
 PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCES = {  # file -> (hub repo, file in it)
-    CHECKPOINT: ("THUDM/ImageReward", "ImageReward.pt"),
-    MED_CONFIG: ("THUDM/ImageReward", "med_config.json"),
-    VOCAB: ("google-bert/bert-base-uncased", "vocab.txt"),
-}
+DEFAULT = "default"
 DOWNLOAD = ("if missing", "never")
 MAX_BATCH = 32  # images per forward pass (a larger batch is scored in passes of this size)
 
-ImageRewardType = io.Custom("IMAGE_REWARD")
+QualityModelType = io.Custom("QUALITY_MODEL")  # any estimator of scoring/ (QualityModel)
+ImageRewardType = QualityModelType  # the old name
 PercentilesType = io.Custom("REFLECT_PERCENTILES")
 GateType = io.Custom("REFLECT_GATE")
 
@@ -67,18 +69,36 @@ _register(TABLES, [os.path.join(folder_paths.models_dir, TABLES), os.path.join(P
 
 
 # ---------------------------------------------------------------------------
-# Files
+# Files (any estimator of scoring/: its FILES, in ComfyUI's models folders)
 # ---------------------------------------------------------------------------
 
-def _hub_url(name: str) -> str:
-    repo, file = SOURCES[name]
-    return f"https://huggingface.co/{repo}/resolve/main/{file}"
+def _estimators() -> dict:
+    ests = scoring_base.estimators()
+    for mod in ests.values():  # every folder an estimator reads, known to ComfyUI
+        for spec in mod.FILES.values():
+            if spec.folder not in folder_paths.folder_names_and_paths:
+                _register(spec.folder, [os.path.join(folder_paths.models_dir, spec.folder)], set(spec.exts))
+            elif spec.exts:
+                _register(spec.folder, [], set(spec.exts))
+    return ests
 
 
-def missing_files_message(missing: list[str], reason: str) -> str:
-    target = folder_paths.get_folder_paths(FOLDER)[0]
-    lines = [f"ImageReward files missing ({reason}). Put them in {target} (ComfyUI's '{FOLDER}' models folder):"]
-    lines += [f"  - {name}  from {_hub_url(name)}" for name in missing]
+def _estimator(name: str):
+    ests = _estimators()
+    if name not in ests:
+        raise ValueError(f"estimator: {name!r} is not one of {', '.join(ests)}")
+    return ests[name]
+
+
+def missing_files_message(missing: list, reason: str, label: str = "ImageReward") -> str:
+    """What to put where, folder by folder, for the missing ``(spec, name)`` files."""
+    label = {"imagereward": "ImageReward"}.get(label, label)
+    lines = [f"{label} files missing ({reason})."]
+    for folder in dict.fromkeys(spec.folder for spec, _ in missing):
+        target = folder_paths.get_folder_paths(folder)[0]
+        lines.append(f"Put them in {target} (ComfyUI's '{folder}' models folder):")
+        lines += [f"  - {name}" + (f"  from {spec.url}" if spec.url else "")
+                  for spec, name in missing if spec.folder == folder]
     return "\n".join(lines)
 
 
@@ -92,110 +112,141 @@ def _packaged_vocab() -> str | None:
     return p if os.path.isfile(p) else None
 
 
-def _local(name: str, input_name: str = "checkpoint") -> str | None:
-    p = glue.resolve_file(FOLDER, name, input_name)
-    if p is None and name == VOCAB:
-        p = glue.resolve_file(FOLDER, os.path.join("bert-base-uncased", VOCAB), input_name) or _packaged_vocab()
+def _local(spec, name: str, role: str) -> str | None:
+    p = glue.resolve_file(spec.folder, name, role)
+    for alt in (() if p is not None or name != spec.name else spec.alternatives):
+        p = p or glue.resolve_file(spec.folder, alt, role)
+    if p is None and name == VOCAB and spec.folder == FOLDER:
+        p = _packaged_vocab()
     return p
 
 
-def _download(names: list[str]) -> str | None:
-    """Download ``names`` into the folder; None when done, else why not."""
+def _download(missing: list) -> str | None:
+    """Download the missing ``(spec, name)`` files into their folders; None when
+    done, else why not. Each file goes through a private temporary folder
+    inside its target, removed whatever happens (failure, interrupt), and is
+    moved into place only when complete: a failed download leaves nothing."""
     if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
         return "offline: HF_HUB_OFFLINE is set"
+    if any(spec.repo is None for spec, _ in missing):
+        return "not downloadable: " + ", ".join(n for s, n in missing if s.repo is None)
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:
         return "huggingface_hub is not installed"
-    target = folder_paths.get_folder_paths(FOLDER)[0]
-    try:
-        for name in names:
-            repo, file = SOURCES[name]
-            logging.info("ImageReward: downloading %s from %s into %s", file, repo, target)
-            hf_hub_download(repo_id=repo, filename=file, local_dir=target)
-    except Exception as e:  # no network, hub refused, disk full
-        return f"download failed: {type(e).__name__}: {e}"
+    for spec, name in missing:
+        target = folder_paths.get_folder_paths(spec.folder)[0]
+        os.makedirs(target, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".reflect-download-", dir=target)
+        try:
+            logging.info("Reflect: downloading %s from %s into %s", spec.path or spec.name, spec.repo, target)
+            got = hf_hub_download(repo_id=spec.repo, filename=spec.path or spec.name, local_dir=tmp)
+            os.replace(got, os.path.join(target, name))
+        except Exception as e:  # no network, hub refused, disk full
+            return f"download failed: {type(e).__name__}: {e}"
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return None
 
 
-def resolve_files(checkpoint: str, download: str) -> dict[str, str]:
-    """Paths of the checkpoint, med_config.json and vocab.txt; downloaded when
-    missing and ``download`` allows it, else a ValueError listing what to put where."""
+def resolve_estimator_files(estimator: str, weights: str, download: str) -> dict[str, str]:
+    """``{role: path}`` of an estimator's files (``weights``: the chosen file of
+    its weights role, or "default"); downloaded when missing and ``download``
+    allows it, else a ValueError listing what to put where."""
     if download not in DOWNLOAD:
         raise ValueError(f"download must be one of {DOWNLOAD} (got {download!r})")
-    wanted = {"checkpoint": checkpoint, "med_config": MED_CONFIG, "vocab": VOCAB}
-    found = {k: _local(name, k) for k, name in wanted.items()}
-    missing = [name for k, name in wanted.items() if found[k] is None]
+    mod = _estimator(estimator)
+    wanted = {role: (spec, weights if spec.choice and weights not in (None, "", DEFAULT) else spec.name)
+              for role, spec in mod.FILES.items()}
+    found = {role: _local(spec, name, "weights" if spec.choice else role) for role, (spec, name) in wanted.items()}
+    missing = [wanted[r] for r in wanted if found[r] is None]
     if not missing:
         return found
-    if found["checkpoint"] is None and checkpoint != CHECKPOINT:
-        raise ValueError(f"checkpoint {checkpoint!r} is not in the {FOLDER} folders "
-                         f"({', '.join(folder_paths.get_folder_paths(FOLDER))})")
+    for role, (spec, name) in wanted.items():
+        if found[role] is None and spec.choice and name != spec.name:
+            raise ValueError(f"weights: {name!r} is not in the {spec.folder} folders "
+                             f"({', '.join(folder_paths.get_folder_paths(spec.folder))})")
     why = "download is 'never'" if download == "never" else _download(missing)
     if why is not None:
-        raise ValueError(missing_files_message(missing, why))
-    return {k: _local(name, k) for k, name in wanted.items()}
+        raise ValueError(missing_files_message(missing, why, mod.NAME))
+    return {role: _local(spec, name, role) for role, (spec, name) in wanted.items()}
+
+
+def resolve_files(checkpoint: str, download: str) -> dict[str, str]:
+    """ImageReward's checkpoint, med_config.json and vocab.txt (see resolve_estimator_files)."""
+    try:
+        return resolve_estimator_files(ir.NAME, checkpoint, download)
+    except ValueError as e:
+        if str(e).startswith("weights:"):
+            raise ValueError("checkpoint" + str(e)[len("weights"):]) from None
+        raise
 
 
 # ---------------------------------------------------------------------------
 # The model under ComfyUI's model management
 # ---------------------------------------------------------------------------
 
-def _weight_dtype(device) -> torch.dtype:
-    if mm.should_use_fp16(device, prioritize_performance=True):
-        return torch.float16
-    if mm.should_use_bf16(device, prioritize_performance=True):
-        return torch.bfloat16
-    return torch.float32
+# Measured on CPU with the tests' tiny random-weight ImageReward (bench/bench_quality_gate.py --precision):
+# max |score - fp32 score| over the parity images and prompts.
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISION_ERROR = {"bf16": "about 3e-2", "fp16": "about 3e-3"}
+PRECISION_TOOLTIP = ("Precision of the estimator's trunk (its head stays fp32). fp32 (default) is the precision of "
+                     "the released weights and of the shipped percentile tables. Measured score error against fp32 "
+                     f"(tiny random-weight ImageReward on CPU): bf16 {PRECISION_ERROR['bf16']}, fp16 "
+                     f"{PRECISION_ERROR['fp16']}; near the threshold a decision can flip.")
 
 
-class ImageRewardModel:
-    """An ImageReward model and its tokenizer in a ComfyUI ModelPatcher."""
+class QualityModel:
+    """A quality estimator (scoring.base.Scorer) under ComfyUI's model
+    management: its module in a ModelPatcher, loaded with ``load_models_gpu``
+    when it scores and left loaded, so ComfyUI evicts it like any checkpoint
+    (--lowvram / --novram load it partially, --cpu keeps it on the CPU)."""
 
-    def __init__(self, state_dict: dict, med_config, vocab_file: str, source: str = "checkpoint", dtype=None):
+    def __init__(self, scorer, source: str = ""):
+        self.scorer, self.source = scorer, source
         load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
-        self.dtype = dtype or _weight_dtype(load_device)
-        model = qg.load_model(state_dict, med_config, ops=comfy.ops.disable_weight_init, dtype=self.dtype,
-                              source=source)
-        extra = qg.unused_keys(model, state_dict)
-        if extra:
-            logging.warning("ImageReward %s: %d tensors not used for scoring (e.g. %s)", source, len(extra), extra[:3])
-        self.tokenizer = qg.Tokenizer(vocab_file)
-        if self.tokenizer.vocab_size != model.med_config["vocab_size"]:
-            raise ValueError(f"vocab.txt {vocab_file}: {self.tokenizer.vocab_size} tokens with BLIP's two, the "
-                             f"checkpoint has {model.med_config['vocab_size']} (bert-base-uncased's vocab.txt expected)")
-        self.patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
-        self.source = source
+        self.patcher = comfy.model_patcher.ModelPatcher(scorer.module, load_device=load_device,
+                                                        offload_device=offload_device)
+        self.dtype = scorer.dtype
+
+    name = property(lambda self: self.scorer.name)
+    weights = property(lambda self: self.scorer.weights)
+    needs_prompt = property(lambda self: self.scorer.needs_prompt)
 
     @classmethod
-    def from_files(cls, checkpoint: str, med_config: str, vocab: str, dtype=None):
-        with open(med_config, encoding="utf-8") as f:
-            cfg = qg.check_med_config(f.read(), med_config)
-        return cls(qg.load_checkpoint(checkpoint), cfg, vocab, source=f"checkpoint {checkpoint}", dtype=dtype)
+    def load(cls, estimator: str, files: dict, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+        mod = _estimator(estimator)
+        kwargs = {"ops": comfy.ops.disable_weight_init} if "ops" in inspect.signature(mod.build).parameters else {}
+        scorer = mod.build(files, PRECISIONS[precision], **kwargs)
+        unused = getattr(scorer, "unused", None)
+        if unused:
+            logging.warning("%s %s: %d tensors not used for scoring (e.g. %s)", estimator, scorer.weights,
+                            len(unused), unused[:3])
+        return cls(scorer, source=", ".join(f"{k} {v}" for k, v in files.items()))
 
     def score(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
-        """Scores (B,) float32 of a ComfyUI IMAGE against one prompt per image;
-        the model is on the compute device only while it scores."""
+        """Scores (B,) float32 of a ComfyUI IMAGE against one prompt per image,
+        in passes of the scorer's batch size, with a progress bar and
+        interrupts honoured between passes."""
         if images is None or images.shape[0] == 0:
             raise ValueError("images: empty batch (nothing to score)")
-        if len(prompts) != images.shape[0]:
+        if self.needs_prompt and len(prompts) != images.shape[0]:
             raise ValueError(f"prompt: {len(prompts)} prompts for a batch of {images.shape[0]} images")
         mm.throw_exception_if_processing_interrupted()
         mm.load_models_gpu([self.patcher])
-        try:
-            model, device = self.patcher.model, self.patcher.load_device
-            n = images.shape[0]
-            bar = comfy.utils.ProgressBar(n)
-            out = []
-            for i in range(0, n, MAX_BATCH):
-                mm.throw_exception_if_processing_interrupted()
-                chunk = qg.to_uint8(images[i:i + MAX_BATCH])
-                out.append(qg.score(model, self.tokenizer, chunk, prompts[i:i + MAX_BATCH], device=device,
-                                    dtype=self.dtype))
-                bar.update(len(chunk))
-            return torch.cat(out)
-        finally:
-            glue.unload_model(self.patcher)
+        n, step = images.shape[0], max(1, int(getattr(self.scorer, "batch_size", MAX_BATCH) or MAX_BATCH))
+        bar = comfy.utils.ProgressBar(n)
+        out = []
+        for i in range(0, n, step):
+            mm.throw_exception_if_processing_interrupted()
+            out.append(self.scorer.score(images[i:i + step], list(prompts[i:i + step])).float().cpu())
+            bar.update(min(step, n - i))
+        return torch.cat(out)
+
+
+ImageRewardModel = QualityModel  # the old name
 
 
 class ImageRewardLoader(io.ComfyNode):
@@ -210,7 +261,7 @@ class ImageRewardLoader(io.ComfyNode):
                         f"the published {CHECKPOINT} (BLIP ViT-L/16 + BERT-base, THUDM/ImageReward) from "
                         f"models/{FOLDER}, with {MED_CONFIG} and bert-base-uncased's {VOCAB} beside it. Missing files "
                         "are downloaded from the Hugging Face hub when allowed and online. Weights are read without "
-                        "unpickling code.",
+                        "unpickling code. (Load Quality Model offers every estimator.)",
             inputs=[
                 io.Combo.Input("checkpoint", options=sorted(set(files) | {CHECKPOINT}), default=CHECKPOINT,
                                tooltip=f"Checkpoint in models/{FOLDER} (.pt read weights-only, or .safetensors). "
@@ -218,26 +269,87 @@ class ImageRewardLoader(io.ComfyNode):
                 io.Combo.Input("download", options=list(DOWNLOAD), default=DOWNLOAD[0],
                                tooltip="Download missing files from the Hugging Face hub ('if missing', needs a "
                                        "network) or never (an error then lists the files to put in place)."),
+                io.Combo.Input("precision", options=list(PRECISIONS), default="fp32", optional=True,
+                               tooltip=PRECISION_TOOLTIP),
             ],
-            outputs=[ImageRewardType.Output(display_name="image_reward")],
+            outputs=[QualityModelType.Output(display_name="quality_model")],
         )
 
     @classmethod
-    def execute(cls, checkpoint, download) -> io.NodeOutput:
-        files = resolve_files(checkpoint, download)
-        return io.NodeOutput(ImageRewardModel.from_files(files["checkpoint"], files["med_config"], files["vocab"]))
+    def execute(cls, checkpoint, download, precision="fp32") -> io.NodeOutput:
+        return io.NodeOutput(QualityModel.load(ir.NAME, resolve_files(checkpoint, download), precision))
 
 
-class ImageRewardPercentiles(io.ComfyNode):
+def _weights_options() -> list[str]:
+    names = set()
+    for mod in _estimators().values():
+        for spec in mod.FILES.values():
+            if spec.choice:
+                names.add(spec.name)
+                names.update(folder_paths.get_filename_list(spec.folder))
+    return [DEFAULT] + sorted(names)
+
+
+class QualityModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        ests = _estimators()
+        return io.Schema(
+            node_id="QualityModelLoader",
+            display_name="Load Quality Model",
+            category=CATEGORY,
+            description="A quality estimator for QualityGate, AdaptiveStudentTeacher and calibration: "
+                        + "; ".join(f"{n}: {', '.join(f'{s.name} (models/{s.folder})' for s in m.FILES.values())}"
+                                    for n, m in ests.items())
+                        + ". Missing files are downloaded from the Hugging Face hub when allowed; weights are read "
+                          "without unpickling code.",
+            inputs=[
+                io.Combo.Input("estimator", options=list(ests), default=ir.NAME,
+                               tooltip="imagereward: the adaptive paper's estimator; others score on their own scale "
+                                       "(calibrate a percentile table for each)."),
+                io.Combo.Input("weights", options=_weights_options(), default=DEFAULT,
+                               tooltip="The estimator's weights file in its models folder; 'default' is the file "
+                                       "name it is published under."),
+                io.Combo.Input("precision", options=list(PRECISIONS), default="fp32", tooltip=PRECISION_TOOLTIP),
+                io.Combo.Input("download", options=list(DOWNLOAD), default=DOWNLOAD[0],
+                               tooltip="Download missing files from the Hugging Face hub ('if missing', needs a "
+                                       "network) or never (an error then lists the files to put in place)."),
+            ],
+            outputs=[QualityModelType.Output(display_name="quality_model")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, estimator, weights):
+        ests = _estimators()
+        if estimator not in ests or weights == DEFAULT:
+            return True  # ComfyUI's own dropdown check names a bad estimator
+        folders = {s.folder for s in ests[estimator].FILES.values() if s.choice}
+        names = {s.name for s in ests[estimator].FILES.values() if s.choice}
+        if weights in names or any(weights in folder_paths.get_filename_list(f) for f in folders):
+            return True
+        return f"weights: {weights!r} is not a {estimator} weights file (models/{', models/'.join(sorted(folders))})"
+
+    @classmethod
+    def execute(cls, estimator, weights, precision, download) -> io.NodeOutput:
+        return io.NodeOutput(QualityModel.load(estimator, resolve_estimator_files(estimator, weights, download),
+                                               precision))
+
+
+class QualityPercentiles(io.ComfyNode):
+    NODE_ID, DISPLAY, DEPRECATED = "QualityPercentiles", "Quality Percentile Table", False
+
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="ImageRewardPercentiles",
-            display_name="ImageReward Percentile Table",
+            node_id=cls.NODE_ID,
+            display_name=cls.DISPLAY,
             category=CATEGORY,
-            description="A table {k: ImageReward score} of percentiles k = 10..90 of a student's scores on a "
-                        f"calibration prompt set (models/{TABLES}; the adaptive paper's tables for LCM-SDXL and "
-                        "SDXL-Turbo ship with the pack). QualityGate uses its k-th entry as the threshold.",
+            is_deprecated=cls.DEPRECATED,
+            description="A table {k: score} of percentiles k = 10..90 of a student's scores on a calibration prompt "
+                        f"set (models/{TABLES}). A calibrated table records the estimator and weights file that "
+                        "scored it, and QualityGate refuses it with another estimator; a plain {k: value} table is "
+                        "ImageReward's (the adaptive paper's tables for LCM-SDXL and SDXL-Turbo ship with the pack). "
+                        "QualityGate uses its k-th entry as the threshold.",
             inputs=[io.Combo.Input("table", options=folder_paths.get_filename_list(TABLES),
                                    tooltip=f"JSON table in models/{TABLES} or the pack's percentiles/ folder.")],
             outputs=[PercentilesType.Output(display_name="percentiles")],
@@ -250,7 +362,12 @@ class ImageRewardPercentiles(io.ComfyNode):
             raise ValueError(f"table {table!r} is not in the {TABLES} folders "
                              f"({', '.join(folder_paths.get_folder_paths(TABLES))})")
         with open(path, encoding="utf-8") as f:
-            return io.NodeOutput(qg.parse_table(f.read(), source=f"table {table!r}"))
+            return io.NodeOutput(qg.table_info(f.read(), source=f"table {table!r}"))
+
+
+class ImageRewardPercentiles(QualityPercentiles):
+    """The old node id (workflows saved before estimators other than ImageReward)."""
+    NODE_ID, DISPLAY, DEPRECATED = "ImageRewardPercentiles", "ImageReward Percentile Table (old)", True
 
 
 def split_prompts(prompt: str, per_line: bool, batch: int) -> list[str]:
@@ -270,19 +387,25 @@ def threshold_inputs(below: str, k_effect: str) -> list:
     """The threshold / k / percentiles inputs (QualityGate, AdaptiveStudentTeacher)."""
     return [
         io.Float.Input("threshold", default=0.0, min=-10.0, max=10.0, step=0.01,
-                       tooltip=f"{below} (ignored when a percentile table is connected). ImageReward scores are "
-                               "normalised: 0 is the mean of its training data, typical values lie in -2..2."),
+                       tooltip=f"{below} (ignored when a percentile table is connected), on the estimator's "
+                               "scale. ImageReward scores are normalised: 0 is the mean of its training data, "
+                               "typical values lie in -2..2."),
         io.Int.Input("k", default=50, min=0, max=100, step=10,
                      tooltip=f"With a percentile table: the threshold is its k-th percentile{k_effect} (paper: 50)."),
         PercentilesType.Input("percentiles", optional=True,
-                              tooltip="Percentile table of the student's ImageReward scores (ImageReward Percentile "
-                                      "Table, or a calibration run)."),
+                              tooltip="Percentile table of the student's scores with the same estimator (Quality "
+                                      "Percentile Table, or a calibration run)."),
     ]
 
 
-def threshold_of(threshold: float, k: int, percentiles) -> float:
-    """tau: the k-th percentile of a connected table, else the threshold input."""
-    return qg.threshold_from_table(percentiles, k, "percentiles") if percentiles is not None else float(threshold)
+def threshold_of(threshold: float, k: int, percentiles, model=None) -> float:
+    """tau: the k-th percentile of a connected table (refused when it was made
+    with another estimator than ``model``'s), else the threshold input."""
+    if percentiles is None:
+        return float(threshold)
+    if model is not None:
+        percentiles = qg.check_table_estimator(percentiles, model.name, model.weights, "percentiles")
+    return qg.threshold_from_table(percentiles, k, "percentiles")
 
 
 def make_gate(scores: torch.Tensor, tau: float, k: int, percentiles) -> dict:
@@ -299,17 +422,19 @@ class QualityGate(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="QualityGate",
-            display_name="Quality Gate (ImageReward)",
+            display_name="Quality Gate",
             category=CATEGORY,
             is_output_node=True,  # shows its scores, and can end a graph (e.g. a calibration run)
-            description="Scores each image against its prompt with ImageReward and splits the batch at a threshold: "
+            description="Scores each image against its prompt with a quality model (ImageReward, ...) and splits the batch at a threshold: "
                         "images scoring at least the threshold pass, the others fail (in the adaptive student-teacher "
                         "method, failed samples go to the teacher). The threshold is a number, or the k-th percentile "
                         "of a calibration run when a percentile table is connected. Outputs keep the order indices, "
-                        "so QualityGateMerge puts processed parts back in place.",
+                        "so QualityGateMerge puts processed parts back in place. An empty part (all passed, or all failed) is not "
+                        "output: the nodes it feeds are skipped, and QualityGateMerge does without it.",
             inputs=[
-                ImageRewardType.Input("image_reward", tooltip="From Load ImageReward."),
-                io.Image.Input("images", tooltip="Images to score (a batch is scored in one pass)."),
+                QualityModelType.Input("image_reward", display_name="quality_model",
+                                       tooltip="From Load Quality Model (or Load ImageReward)."),
+                io.Image.Input("images", tooltip="Images to score (scored in passes of up to 32, with progress)."),
                 io.String.Input("prompt", multiline=True, default="",
                                 tooltip="The prompt the images were made from."),
                 io.Boolean.Input("prompt_per_line", default=False,
@@ -332,7 +457,7 @@ class QualityGate(io.ComfyNode):
     @classmethod
     def execute(cls, image_reward, images, prompt, prompt_per_line, threshold, k, percentiles=None) -> io.NodeOutput:
         glue.check_samples(images, "images")
-        tau = threshold_of(threshold, k, percentiles)
+        tau = threshold_of(threshold, k, percentiles, image_reward)
         prompts = split_prompts(prompt, prompt_per_line, images.shape[0])
         scores = image_reward.score(images, prompts)
         gate = make_gate(scores, tau, k, percentiles)
@@ -341,7 +466,11 @@ class QualityGate(io.ComfyNode):
         best = int(torch.argmax(scores))
         ui = {"reflect_scores": report["scores"], "reflect_threshold": [tau], "reflect_passed": report["passed"],
               "text": [f"{'pass' if ok else 'fail'} {s:+.3f}" for s, ok in zip(report["scores"], report["passed"])]}
-        return io.NodeOutput(images[p_idx], images[f_idx], images[best:best + 1], gate, json.dumps(report), ui=ui)
+        report["estimator"] = image_reward.name
+        # an empty part is an ExecutionBlocker: the nodes it feeds are skipped (an empty IMAGE breaks VAEEncode)
+        passed_out = images[p_idx] if p_idx else glue.skip_output()
+        failed_out = images[f_idx] if f_idx else glue.skip_output()
+        return io.NodeOutput(passed_out, failed_out, images[best:best + 1], gate, json.dumps(report), ui=ui)
 
 
 class QualityGateMerge(io.ComfyNode):
@@ -355,15 +484,26 @@ class QualityGateMerge(io.ComfyNode):
                         "and size) back into the original batch order.",
             inputs=[
                 GateType.Input("gate", tooltip="The QualityGate that split the batch."),
-                io.Image.Input("passed", optional=True, tooltip="The passed images (may be empty)."),
-                io.Image.Input("failed", optional=True, tooltip="The failed images, e.g. refined (may be empty)."),
+                io.Image.Input("passed", optional=True, lazy=True,
+                               tooltip="The passed images (not needed, and not computed, when none passed)."),
+                io.Image.Input("failed", optional=True, lazy=True,
+                               tooltip="The failed images, e.g. refined (not needed, and not computed, when none "
+                                       "failed)."),
             ],
             outputs=[io.Image.Output()],
         )
 
     @classmethod
+    def check_lazy_status(cls, gate, passed=None, failed=None):
+        """Only the parts that hold samples are evaluated (the empty one is skipped upstream)."""
+        return [name for name, idx, value in (("passed", gate["passed_indices"], passed),
+                                              ("failed", gate["failed_indices"], failed)) if idx and value is None]
+
+    @classmethod
     def execute(cls, gate, passed=None, failed=None) -> io.NodeOutput:
-        return io.NodeOutput(qg.merge(passed, failed, gate["passed_indices"], gate["failed_indices"]))
+        p_idx, f_idx = gate["passed_indices"], gate["failed_indices"]
+        return io.NodeOutput(qg.merge(passed if p_idx else None, failed if f_idx else None, p_idx, f_idx))
 
 
-NODES = [ImageRewardLoader, ImageRewardPercentiles, QualityGate, QualityGateMerge]
+NODES = [QualityModelLoader, ImageRewardLoader, QualityPercentiles, ImageRewardPercentiles, QualityGate,
+         QualityGateMerge]

@@ -5,6 +5,8 @@ only while scoring), interrupts, the errors named in the issue, and a run
 through the server's /prompt with the scores in /history."""
 
 import json
+import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ import hostlib
 import imagereward_tiny as tiny
 
 qg = tiny.qg
+qg_gate = tiny.module("samplers.quality_gate")
 
 
 @pytest.fixture(scope="module")
@@ -96,39 +99,160 @@ def test_ui_shows_scores(reflect_nodes, scorer):
 
 
 def test_threshold_from_percentile_table(reflect_nodes, scorer):
-    table = hostlib.run_node(reflect_nodes["ImageRewardPercentiles"], table="IR_percentiles_lcm_sdxl.json")[0]
-    assert table[50] == pytest.approx(0.6154254078865051) and sorted(table) == list(range(10, 100, 10))
+    table = hostlib.run_node(reflect_nodes["QualityPercentiles"], table="IR_percentiles_lcm_sdxl.json")[0]
+    old = hostlib.run_node(reflect_nodes["ImageRewardPercentiles"], table="IR_percentiles_lcm_sdxl.json")[0]
+    assert old == table and table["estimator"] == "imagereward"  # the paper's tables are ImageReward's
+    pct = table["percentiles"]
+    assert pct[50] == pytest.approx(0.6154254078865051) and sorted(pct) == list(range(10, 100, 10))
     g = gate(reflect_nodes, scorer, batch(), "a cat", per_line=False, threshold=-99.0, k=90, percentiles=table)[3]
-    assert g["threshold"] == table[90] and g["k"] == 90
-    assert g["passed"].tolist() == (g["scores"] >= table[90]).tolist()
+    assert g["threshold"] == pct[90] and g["k"] == 90
+    assert g["passed"].tolist() == (g["scores"] >= pct[90]).tolist()
     with pytest.raises(ValueError, match=r"k: 55 is not in percentiles"):
         gate(reflect_nodes, scorer, batch(), "a cat", per_line=False, k=55, percentiles=table)
 
 
-def test_model_is_on_the_compute_device_only_while_scoring(reflect_nodes, scorer):
+def test_table_of_another_estimator_is_refused(reflect_nodes, scorer, tmp_path):
+    import folder_paths
+    calibrated = qg_gate.percentile_table([0.1, 0.2, 0.3, 0.4], estimator="pickscore", weights="model.safetensors")
+    folder = folder_paths.get_folder_paths("image_reward_percentiles")[0]
+    path = Path(folder) / "pickscore_test_table.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(calibrated))
+    table = hostlib.run_node(reflect_nodes["QualityPercentiles"], table="pickscore_test_table.json")[0]
+    assert table["estimator"] == "pickscore" and table["weights"] == "model.safetensors"
+    with pytest.raises(ValueError, match=r"percentiles: this percentile table was made with the pickscore "
+                                         r"\(model\.safetensors\) estimator, the images are scored with imagereward"):
+        gate(reflect_nodes, scorer, batch(), "a cat", per_line=False, percentiles=table)
+    own = qg_gate.percentile_table([0.1, 0.2, 0.3], estimator="imagereward", weights="tiny_ir.pt")
+    g = gate(reflect_nodes, scorer, batch(), "a cat", per_line=False, k=50, percentiles=own)[3]
+    assert g["threshold"] == pytest.approx(0.2)
+
+
+class _Loads(logging.Handler):
+    """ComfyUI's own record of a load: model_management logs "Requested to load <model>" when a model that is
+    not among its loaded models is requested (one already loaded is only marked in use)."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.count = 0
+
+    def emit(self, record):
+        self.count += "Requested to load ImageReward" in record.getMessage()
+
+
+def test_model_stays_loaded_and_comfyui_evicts_it(reflect_nodes, scorer):
     import comfy.model_management as mm
-    seen = []
+    seen, loads = [], _Loads()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(loads)
+    root.setLevel(logging.INFO)
     h = scorer.patcher.model.register_forward_pre_hook(
         lambda m, a: seen.append(any(lm.model is scorer.patcher for lm in mm.current_loaded_models)))
     try:
+        mm.unload_all_models()
         gate(reflect_nodes, scorer, batch(2), "a cat", per_line=False)
+        assert loads.count == 1
+        for _ in range(3):
+            gate(reflect_nodes, scorer, batch(2), "a cat", per_line=False)
+        assert seen == [True] * 4  # one pass per call, the model under ComfyUI's management
+        assert loads.count == 1  # kept loaded between calls: no second load
+        assert any(lm.model is scorer.patcher for lm in mm.current_loaded_models)
+        mm.unload_all_models()  # ComfyUI's own eviction
+        assert not any(lm.model is scorer.patcher for lm in mm.current_loaded_models)
+        gate(reflect_nodes, scorer, batch(2), "a cat", per_line=False)
+        assert loads.count == 2  # loaded again on demand
     finally:
         h.remove()
-    assert seen == [True]  # one pass for the batch, loaded by ComfyUI's model management
-    assert not any(lm.model is scorer.patcher for lm in mm.current_loaded_models)
-    assert scorer.dtype == torch.float32  # CPU: no half precision
+        root.removeHandler(loads)
+        root.setLevel(level)
+    assert scorer.dtype == torch.float32  # the default precision
 
 
-def test_interrupt_leaves_nothing_loaded(reflect_nodes, scorer):
+def test_interrupt_is_honoured(reflect_nodes, scorer):
     import comfy.model_management as mm
+    calls = []
+    h = scorer.patcher.model.register_forward_pre_hook(lambda m, a: calls.append(1))
     mm.interrupt_current_processing(True)
     try:
         with pytest.raises(mm.InterruptProcessingException):
             gate(reflect_nodes, scorer, batch(2), "a cat", per_line=False)
     finally:
         mm.interrupt_current_processing(False)
-    assert not any(lm.model is scorer.patcher for lm in mm.current_loaded_models)
+        h.remove()
+    assert calls == []  # nothing scored after the interrupt
     gate(reflect_nodes, scorer, batch(2), "a cat", per_line=False)  # still usable
+
+
+def test_large_batch_in_passes_with_progress(reflect_nodes, scorer, qmod, core, monkeypatch):
+    import comfy.utils
+    updates, passes = [], []
+    monkeypatch.setattr(scorer.scorer, "batch_size", 3)
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK",
+                        lambda value, total, preview, *a, **kw: updates.append((value, total)))
+    h = scorer.patcher.model.register_forward_pre_hook(lambda m, a: passes.append(a[0].shape[0]))
+    try:
+        images = batch(7, seed=3)
+        g = gate(reflect_nodes, scorer, images, "a cat", per_line=False)[3]
+    finally:
+        h.remove()
+    assert passes == [3, 3, 1] and updates[-1] == (7, 7)
+    assert torch.allclose(g["scores"], qg.score(*core, qg.to_uint8(images), ["a cat"] * 7), atol=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_precision_option(reflect_nodes, scorer, core, precision):
+    low = hostlib.run_node(reflect_nodes["QualityModelLoader"], estimator="imagereward", weights="tiny_ir.pt",
+                           precision=precision, download="never")[0]
+    images = batch(4, seed=5)
+    want = qg.score(*core, qg.to_uint8(images), PROMPTS)
+    got = low.score(images, PROMPTS)
+    assert low.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    err = float((got - want).abs().max())
+    assert 0 < err < 0.2, err  # a lower precision, close to fp32 (measured errors in the tooltip)
+
+
+def test_failed_download_leaves_nothing_behind(reflect_nodes, qmod, monkeypatch, tmp_path):
+    import os
+    import folder_paths
+    import huggingface_hub
+    empty = tmp_path / "image_reward"
+    empty.mkdir()
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, qmod.FOLDER, ([str(empty)], {".pt", ".safetensors"}))
+    monkeypatch.setattr(qmod, "_packaged_vocab", lambda: None)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    real = huggingface_hub.file_download.http_get
+
+    def dies_half_way(url, temp_file, *a, **kw):  # the hub's real download code, cut off after some bytes
+        temp_file.write(b"\x80\x02partial checkpoint bytes" * 100)
+        raise ConnectionError("connection reset by the fake hub")
+    monkeypatch.setattr(huggingface_hub.file_download, "http_get", dies_half_way)
+    monkeypatch.setattr(huggingface_hub.file_download, "get_hf_file_metadata", lambda *a, **kw: _FakeMeta())
+    with pytest.raises(ValueError, match="download failed: .*connection reset by the fake hub"):
+        hostlib.run_node(reflect_nodes["ImageRewardLoader"], checkpoint="ImageReward.pt", download="if missing")
+    left = [os.path.relpath(os.path.join(d, f), empty) for d, ds, fs in os.walk(empty) for f in fs + ds]
+    assert left == [], left
+
+    class Interrupt(KeyboardInterrupt):
+        pass
+
+    def interrupted(url, temp_file, *a, **kw):
+        temp_file.write(b"partial")
+        raise Interrupt()
+    monkeypatch.setattr(huggingface_hub.file_download, "http_get", interrupted)
+    with pytest.raises(Interrupt):
+        hostlib.run_node(reflect_nodes["ImageRewardLoader"], checkpoint="ImageReward.pt", download="if missing")
+    left = [os.path.relpath(os.path.join(d, f), empty) for d, ds, fs in os.walk(empty) for f in fs + ds]
+    assert left == [], left
+    assert real is not None
+
+
+class _FakeMeta:
+    commit_hash = "0" * 40
+    etag = "fake-etag"
+    location = "https://huggingface.co/THUDM/ImageReward/resolve/main/ImageReward.pt"
+    size = 2600
+    xet_file_data = None
 
 
 def test_errors_name_the_input(reflect_nodes, scorer, qmod, ir_files, monkeypatch, tmp_path):
@@ -140,10 +264,10 @@ def test_errors_name_the_input(reflect_nodes, scorer, qmod, ir_files, monkeypatc
     broken.write_bytes(ir_files["checkpoint"].read_bytes()[:4096])
     with pytest.raises(ValueError, match=r"checkpoint .*broken_ir\.pt: cannot be read as weights"):
         hostlib.run_node(reflect_nodes["ImageRewardLoader"], checkpoint="broken_ir.pt", download="never")
-    with pytest.raises(ValueError, match="checkpoint 'nope.pt' is not in the image_reward folders"):
+    with pytest.raises(ValueError, match="checkpoint: 'nope.pt' is not in the image_reward folders"):
         hostlib.run_node(reflect_nodes["ImageRewardLoader"], checkpoint="nope.pt", download="never")
     with pytest.raises(ValueError, match="table 'nope.json' is not in"):
-        hostlib.run_node(reflect_nodes["ImageRewardPercentiles"], table="nope.json")
+        hostlib.run_node(reflect_nodes["QualityPercentiles"], table="nope.json")
 
 
 def test_missing_files_say_what_to_put_where(reflect_nodes, qmod, monkeypatch, tmp_path):
