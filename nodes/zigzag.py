@@ -80,46 +80,76 @@ class ZigzagSampler(comfy.samplers.KSAMPLER):
             self._unit_start = False
 
     def role_args(self, extra_args: dict) -> dict:
-        """extra_args of the model evaluations of each role: "zig" (denoising),
-        "zag" (inversion, guidance gamma_2) and "first" (first denoising of a
-        reflected step; None: same as zig)."""
-        gamma1 = float(getattr(self._guider, "cfg", 1.0))
+        """extra_args of the model evaluations of each role: "zig" (what the base sampler is run with: its kept
+        steps), "zag" (the inversion) and "first" (the first zig of a reflected step; None: as the sampler's
+        own call). For a role's evaluation, its model_options entries that differ from "zig"'s are laid over
+        what the sampler passes in that call (so a sampler's own per-call hooks stay)."""
         zag_args = dict(extra_args)
-        zag_args["model_options"] = glue.guidance_options(extra_args.get("model_options", {}),
-                                                          zz.zag_guidance(gamma1, self.gamma2, self.inversion))
+        zag_args["model_options"] = {**extra_args.get("model_options", {}), glue.ZAG_KEY: True}
         return {"zig": extra_args, "zag": zag_args, "first": None}
 
     def evaluator(self, model_k):
-        """What the sampler evaluates (model_k, or a dispatcher around it)."""
-        return model_k
+        """What the sampler evaluates: model_k, with zag evaluations at gamma_2 without CFG patches."""
+        gamma1 = glue.guider_cfg(self._guider)
+        return glue.ZagDispatch(model_k, self._guider, zz.zag_guidance(gamma1, self.gamma2, self.inversion))
 
     def _sample(self, model_k, x, sigmas, extra_args=None, callback=None, disable=None):
         extra_args = {} if extra_args is None else extra_args
         model = glue.EvalProgress(self.evaluator(model_k), self._callback, self._total)
-        model_sampling = model_k.inner_model.inner_model.model_sampling
-        c_in = glue.input_scale_fn(model_sampling)
+        c_in = glue.input_scale_fn(model_k.inner_model.inner_model.model_sampling)
         args = self.role_args(extra_args)
-        s_in = x.new_ones([x.shape[0]])
-
-        def denoise_zag(x_in, sigma):
-            return model(x_in, sigma * s_in, **args["zag"])
-
-        def zig_step(x, i):
-            return glue.run_sampler_segment(self.base, model, x, sigmas[i:i + 2], args["zig"])
-
-        def first_step(x, i):
-            return glue.run_sampler_segment(self.base, model, x, sigmas[i:i + 2], args["first"])
-
-        def finish(x, i):
-            return glue.run_sampler_segment(self.base, model, x, sigmas[i:], args["zig"])
-
-        out = zz.sample_zigzag(None, denoise_zag, x, sigmas, self.reflected_steps(len(sigmas) - 1), self.rounds,
-                               self.inversion, input_scale=c_in, zig_step=zig_step, finish=finish,
-                               first_step=None if args["first"] is None else first_step)
+        lam = zz.resolve_steps(self.reflected_steps(len(sigmas) - 1), len(sigmas) - 1)
+        reflecting = Reflector(model, sigmas, lam, self.rounds, self.inversion, c_in, args, self.sampler_name)
+        out = glue.run_sampler(self.base, reflecting, x, sigmas, args["zig"], reflecting.step_done)
         if self.reference_scaling and sigmas[-1] > 0:
             # the reference returns the DDIM-space latent at alpha_bar[0]
             out = out * (c_in(sigmas[-1]) / c_in(sigmas.new_zeros(())))
         return out
+
+
+class Reflector:
+    """The model the base sampler runs on, once over the whole schedule (its noise sampler, Brownian tree and
+    multistep history are its own). A step starts with the sampler's first model call after its callback for
+    the previous step; at the start of a reflected step i the reflection (zig down, zag back up, ``rounds``
+    times) is made from the sampler's x_i, written into the sampler's own x in place, and the model's
+    prediction there returned: the sampler's own step is the kept zig."""
+
+    def __init__(self, model, sigmas, lam, rounds, inversion, c_in, roles, sampler_name):
+        self._model, self.sigmas, self.lam, self.rounds, self.inversion = model, sigmas, lam, rounds, inversion
+        self.c_in, self.roles, self.sampler_name = c_in, roles, sampler_name
+        self.next_step, self.fresh = 0, True
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def step_done(self, info):
+        self.next_step, self.fresh = int(info["i"]) + 1, True
+
+    def _role(self, name, kwargs, s_in):
+        role = self.roles[name]
+        base = self.roles["zig"].get("model_options", {})
+        k = {**kwargs, **{a: v for a, v in role.items() if a != "model_options"}}
+        k["model_options"] = {**kwargs.get("model_options", {}),
+                              **{a: v for a, v in role.get("model_options", {}).items() if base.get(a) is not v}}
+        return lambda x, sigma: self._model(x, sigma * s_in, **k)
+
+    def __call__(self, x, sigma, **kwargs):
+        if self.fresh:
+            self.fresh = False
+            i = self.next_step
+            if i < self.lam:
+                s = self.sigmas[i]
+                if not bool(torch.isclose(sigma.flatten().float(), s.float().to(sigma.device)).all()):
+                    raise ValueError(f"sampler_name: {self.sampler_name!r} does not start step {i} with a model "
+                                     f"call at sigma_{i} = {float(s):.4g} (got {float(sigma.flatten()[0]):.4g}); "
+                                     f"Z-Sampling cannot reflect its steps")
+                s_in = x.new_ones([x.shape[0]])
+                first = None if self.roles["first"] is None else self._role("first", kwargs, s_in)
+                x_tilde = zz.reflect(lambda x_, sig: self._model(x_, sig * s_in, **kwargs),
+                                     self._role("zag", kwargs, s_in), x, self.sigmas, i, self.rounds,
+                                     self.inversion, self.c_in, first)
+                x.copy_(x_tilde)
+        return self._model(x, sigma, **kwargs)
 
 
 def reference_sigmas(model, steps: int, denoise: float = 1.0) -> torch.Tensor:
