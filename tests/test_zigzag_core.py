@@ -28,7 +28,7 @@ def test_zag_guidance_rule():
 
 @pytest.mark.parametrize("args,needle", [
     ((50, 50, 1, "published"), "zigzag_steps"),
-    ((50, -1, 1, "published"), "zigzag_steps"),
+    ((50, -2, 1, "published"), "zigzag_steps"),
     ((50, 10, 0, "published"), "rounds"),
     ((50, 10, 1, "textbook"), "inversion"),
     ((0, 0, 1, "paper"), "steps"),
@@ -52,25 +52,36 @@ def test_lambda_zero_is_plain_ddim():
     d = _toy_denoiser(1.0)
     plain = x.clone()
     for i in range(10):
-        plain = zz.euler_step(d, plain, sig[i], sig[i + 1])
+        plain = zz.zig(d, plain, sig[i], sig[i + 1])
     got = zz.sample_zigzag(d, _toy_denoiser(0.0), x, sig, lambda_steps=0)
     assert torch.equal(got, plain)
 
 
+def test_minus_one_reflects_every_step_but_the_last():
+    assert zz.resolve_steps(-1, 50) == 49
+    assert zz.resolve_steps(-1, 1) == 0
+    zz.check_args(50, -1, 1, "published")
+
+
 def test_flow_inversion_is_euler_inversion():
-    """With c_in = 1 (flow models), one paper-mode zag is x + (s_i - s_{i+1}) * v."""
+    """With c_in = 1 (flow models), one paper-mode zag is x + (s_i - s_{i+1}) * v,
+    v the zag model's velocity read at s_i on the zig's output."""
     sig = torch.tensor([1.0, 0.5, 0.0])
     x = torch.randn(1, 4, 2, 2, generator=torch.Generator().manual_seed(1))
     zig, zag = _toy_denoiser(1.0), _toy_denoiser(0.0)
-    seen = {}
-
-    def cb(info):
-        seen["x"] = info["x"]
-    zz.sample_zigzag(zig, zag, x, sig, lambda_steps=1, inversion="paper", input_scale=lambda s: torch.ones(()),
-                     callback=cb)
-    x1 = zz.euler_step(zig, x, sig[0], sig[1])
+    one = lambda s: torch.ones(())
+    x1 = zz.zig(zig, x, sig[0], sig[1])
     v = (x1 - zag(x1, sig[0])) / sig[0]
-    torch.testing.assert_close(seen["x"], x1 + (sig[0] - sig[1]) * v)
+    expected = x1 + (sig[0] - sig[1]) * v
+    torch.testing.assert_close(zz.zag(zag, x1, sig, 0, "paper", one), expected)
+    torch.testing.assert_close(zz.reflect(zig, zag, x, sig, 0, 1, "paper", one), expected)
+    # the step then keeps the zig from x~_0
+    got = zz.sample_zigzag(zig, zag, x, sig[:2], lambda_steps=0)
+    seen = {}
+    zz.sample_zigzag(zig, zag, x, sig, lambda_steps=1, inversion="paper", input_scale=one,
+                     callback=lambda info: seen.setdefault("x", info["x"]))
+    torch.testing.assert_close(seen["x"], zz.zig(zig, expected, sig[0], sig[1]))
+    assert not torch.equal(seen["x"], got)
 
 
 def test_published_reads_one_level_lower():
@@ -78,13 +89,14 @@ def test_published_reads_one_level_lower():
     sig = torch.tensor([8.0, 4.0, 2.0, 0.0])
     x = torch.randn(1, 4, 2, 2, generator=torch.Generator().manual_seed(2)) * 8
     zig, zag = _toy_denoiser(1.0), _toy_denoiser(0.0)
-    seen = {}
-    zz.sample_zigzag(zig, zag, x, sig, lambda_steps=1, inversion="published",
-                     callback=lambda info: seen.setdefault("x", info["x"]))
     c = zz.eps_input_scale
-    x1 = zz.euler_step(zig, x, sig[0], sig[1])
+    x1 = zz.zig(zig, x, sig[0], sig[1])
     x_in = x1 * c(sig[1]) / c(sig[0])
     d = (x_in - zag(x_in, sig[0])) / sig[0]
     u = x1 * c(sig[1])
     u_out = c(sig[1]) * (u / c(sig[2]) + (sig[1] - sig[2]) * d)
-    torch.testing.assert_close(seen["x"], u_out / c(sig[0]))
+    torch.testing.assert_close(zz.zag(zag, x1, sig, 0, "published"), u_out / c(sig[0]))
+    seen = {}
+    zz.sample_zigzag(zig, zag, x, sig, lambda_steps=1, inversion="published",
+                     callback=lambda info: seen.setdefault("x", info["x"]))
+    torch.testing.assert_close(seen["x"], zz.zig(zig, u_out / c(sig[0]), sig[0], sig[1]))
