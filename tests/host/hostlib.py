@@ -13,6 +13,7 @@ In-process:
     load_pack() -> the pack's module, imported by ComfyUI's own nodes.load_custom_node()
     pack_nodes() -> {node_id: node class} as ComfyUI registered them
     build_model(family, prediction, seed, ...) / conditioning(model, ...) -> MODEL / CONDITIONING
+    build_family(family, seed) / family_conditioning(family, ...) / family_latent(family, ...): MODEL_FAMILIES
     run_node(node_cls, **inputs) -> output tuple (V1 or V3 node)
 Server:
     ComfyServer(...).start() ... .queue_prompt(graph) / .wait_for_prompt(prompt_id) ... .stop()
@@ -432,6 +433,39 @@ def flux_conditioning(seed: int = 0, guidance: float = 3.5, batch: int = 1) -> l
     c = _tiny().make_conditioning("flux", seed=seed, batch=batch, context_dim=64, pooled_dim=32)
     c[0][1]["guidance"] = guidance
     return c
+
+
+# The family matrix (tests/host/test_families_host.py): every family ComfyUI 0.3.64 and 0.17 both build.
+MODEL_FAMILIES = ("sd15", "sd2_v", "sdxl", "sd3", "flux", "lumina2", "qwen_image", "wan21", "ltxv")
+FLOW_FAMILIES = ("sd3", "flux", "lumina2", "qwen_image", "wan21", "ltxv")
+VIDEO_FAMILIES = ("wan21", "ltxv")
+
+
+def build_family(family: str, seed: int = 0):
+    """A tiny seeded MODEL of one of ``MODEL_FAMILIES`` from ComfyUI's own supported_models / model_base
+    classes: sd15 (eps), sd2_v (SD20, v-prediction), sdxl, sd3 (MMDiT), flux, lumina2, qwen_image, wan21
+    (text-to-video, latent [B, 16, T, H, W]), ltxv (latent [B, 128, T, H, W]). See reflect_testnodes/tiny.py."""
+    t = _tiny()
+    if family in ("sd15", "sdxl"):
+        return t.build_tiny_model(family, "eps", seed)
+    if family == "sd2_v":
+        return t.build_tiny_sd2(seed)
+    if family == "flux":
+        return t.build_tiny_flux(seed)
+    if family in t.FAMILY_CONFIGS:
+        return t.build_tiny_family(family, seed)
+    raise ValueError(f"family must be one of {MODEL_FAMILIES}, got {family!r}")
+
+
+def family_conditioning(family: str, seed: int = 0, batch: int = 1, tokens: int = 77) -> list:
+    """A seeded CONDITIONING with the family's layout (context, pooled output, guidance, frame rate, mask)."""
+    return _tiny().family_conditioning(family, seed=seed, batch=batch, tokens=tokens)
+
+
+def family_latent(family: str, batch: int = 1, height: int = 16, width: int = 16, frames: int = 2,
+                  seed: int | None = None) -> dict:
+    """A LATENT in the family's format (4-D images, 5-D [B, C, T, H, W] video); zeros unless ``seed``."""
+    return _tiny().family_latent(family, batch=batch, height=height, width=width, frames=frames, seed=seed)
 
 
 def build_controlnet(model, seed: int = 0):

@@ -367,3 +367,126 @@ def build_tiny_vae(seed: int = 0, channels: int = 32):
     cfg = tiny_vae_config(channels)
     sd = seeded_state_dict(AutoencoderKL(**cfg["params"]), seed)
     return comfy.sd.VAE(sd=sd, config=cfg)
+
+
+# --------------------------------------------------------------------------- the family matrix
+#
+# One tiny seeded model per ComfyUI family, built from the family's own ``supported_models`` config and
+# ``model_base`` class (the classes a checkpoint load picks) on a shrunken ``unet_config``, with the
+# family's conditioning layout (context tokens, pooled output, guidance, frame rate) at reduced widths and
+# its latent format (channels, 4-D image or 5-D [B, C, T, H, W] video latents).
+
+TINY_CONTEXT = 64  # text-encoder width of every tiny family
+TINY_POOLED = 32   # pooled-output width where the family has one
+
+
+# name -> (supported_models class, model_base class, tiny unet_config, latent channels, video, conditioning extras)
+# Widths: context 64 (the text encoders' real widths are 768-4096), pooled 32, one block of each kind.
+FAMILY_CONFIGS = {
+    "sd3": ("SD3", "SD3", dict(
+        in_channels=16, out_channels=16, patch_size=2, depth=1, input_size=None, adm_in_channels=TINY_POOLED,
+        context_embedder_config={"target": "torch.nn.Linear",
+                                 "params": {"in_features": TINY_CONTEXT, "out_features": 64}},
+        num_patches=32 * 32, pos_embed_max_size=32, pos_embed_scaling_factor=None, qk_norm="rms"),
+        16, False, {"pooled": TINY_POOLED}),
+    "lumina2": ("Lumina2", "Lumina2", dict(
+        image_model="lumina2", patch_size=2, in_channels=16, dim=64, cap_feat_dim=TINY_CONTEXT, n_layers=1,
+        n_refiner_layers=1, n_heads=2, n_kv_heads=2, multiple_of=16, ffn_dim_multiplier=2.0, norm_eps=1e-5,
+        qk_norm=True, axes_dims=[8, 12, 12], axes_lens=[300, 512, 512]),
+        16, False, {}),
+    "qwen_image": ("QwenImage", "QwenImage", dict(
+        image_model="qwen_image", patch_size=2, in_channels=64, out_channels=16, num_layers=1,
+        attention_head_dim=32, num_attention_heads=2, joint_attention_dim=TINY_CONTEXT, axes_dims_rope=[8, 12, 12]),
+        16, False, {}),
+    "wan21": ("WAN21_T2V", "WAN21", dict(
+        image_model="wan2.1", model_type="t2v", patch_size=(1, 2, 2), text_len=512, in_dim=16, dim=64, ffn_dim=128,
+        freq_dim=256, text_dim=TINY_CONTEXT, out_dim=16, num_heads=2, num_layers=1, window_size=(-1, -1),
+        qk_norm=True, cross_attn_norm=True, eps=1e-6),
+        16, True, {}),
+    "ltxv": ("LTXV", "LTXV", dict(
+        image_model="ltxv", in_channels=128, cross_attention_dim=64, attention_head_dim=32, num_attention_heads=2,
+        caption_channels=TINY_CONTEXT, num_layers=1),
+        128, True, {"frame_rate": 25.0}),
+}
+
+
+def build_tiny_family(name: str, seed: int = 0, load_device: str | None = None):
+    """A ``ModelPatcher`` of a tiny seeded model of a ComfyUI family in ``FAMILY_CONFIGS`` (SD3 MMDiT,
+    Lumina 2, Qwen-Image, Wan 2.1 text-to-video, LTXV): ComfyUI's ``supported_models.<config>`` on the tiny
+    unet_config, fp32, built as ``model_base.<class>`` (its own default model type: flow / FLUX-style
+    flow with the family's shift) and loaded with ``seeded_state_dict`` (strict)."""
+    import comfy.model_base
+    import comfy.supported_models as sm
+
+    sm_name, mb_name, uc, _ch, _video, _extra = FAMILY_CONFIGS[name]
+    cfg = getattr(sm, sm_name)(dict(uc))
+    cfg.set_inference_dtype(torch.float32, None)
+    cpu = torch.device("cpu")
+    model = getattr(comfy.model_base, mb_name)(cfg, device=cpu)
+    net = model.diffusion_model
+    sd = seeded_state_dict(net, seed)
+    # persistent buffers a checkpoint carries (SD3's pos_embed) are created empty too: seeded as well
+    gen = torch.Generator().manual_seed(int(seed) + 7919)
+    for k, v in sorted(net.state_dict().items()):
+        if k not in sd:
+            sd[k] = (0.5 * torch.randn(tuple(v.shape), generator=gen)).to(v.dtype)
+    net.load_state_dict(sd, strict=True)
+    model.eval()
+    return _patcher_class()(model, load_device=torch.device(load_device or "cpu"), offload_device=cpu)
+
+
+def build_tiny_sd2(seed: int = 0, load_device: str | None = None):
+    """A tiny SD2.x 768-v model: ComfyUI's ``supported_models.SD20`` (linear transformer in/out, OpenCLIP-H
+    context at width 64) as ``model_base.BaseModel`` with ModelType.V_PREDICTION, seeded weights."""
+    import comfy.model_base
+    import comfy.supported_models as sm
+
+    uc = tiny_unet_config("sd15")
+    uc["use_linear_in_transformer"] = True
+    cfg = sm.SD20(uc)
+    cfg.unet_config["num_heads"], cfg.unet_config["num_head_channels"] = 4, -1
+    cfg.set_inference_dtype(torch.float32, None)
+    cpu = torch.device("cpu")
+    model = comfy.model_base.BaseModel(cfg, model_type=comfy.model_base.ModelType.V_PREDICTION, device=cpu)
+    model.diffusion_model.load_state_dict(seeded_state_dict(model.diffusion_model, seed), strict=True)
+    model.eval()
+    return _patcher_class()(model, load_device=torch.device(load_device or "cpu"), offload_device=cpu)
+
+
+def family_latent(name: str, batch: int = 1, height: int = 16, width: int = 16, frames: int = 2,
+                  seed: int | None = None) -> dict:
+    """A LATENT of the family's format: 4 channels (SD1.5 / SD2 / SDXL), 16 (SD3 / Flux / Lumina 2 /
+    Qwen-Image), [B, 16, T, H, W] (Wan 2.1) or [B, 128, T, H, W] (LTXV); zeros unless ``seed``."""
+    if name in FAMILY_CONFIGS:
+        ch, video = FAMILY_CONFIGS[name][3], FAMILY_CONFIGS[name][4]
+    else:
+        ch, video = (16, False) if name == "flux" else (4, False)
+    shape = (batch, ch, frames, height, width) if video else (batch, ch, height, width)
+    if seed is None:
+        return {"samples": torch.zeros(shape)}
+    return {"samples": torch.randn(shape, generator=torch.Generator().manual_seed(int(seed)))}
+
+
+def family_conditioning(name: str, seed: int = 0, batch: int = 1, tokens: int = 77) -> list:
+    """A seeded CONDITIONING with the family's layout: cross-attention context of width 64, plus a
+    pooled output where the family reads one (SD3, Flux: width 32; SD1.5 / SD2: width 64, unused as in
+    ComfyUI) and the family's extra keys (Flux: guidance 3.5; LTXV: frame_rate 25; LTXV and Lumina 2: the
+    text encoder's attention_mask)."""
+    if name in ("sd15", "sd2_v"):
+        return make_conditioning("sd15", seed=seed, batch=batch, tokens=tokens, context_dim=TINY_CONTEXT)
+    if name == "sdxl":
+        return make_conditioning("sdxl", seed=seed, batch=batch, tokens=tokens, context_dim=TINY_CONTEXT,
+                                 pooled_dim=TINY_POOLED, width=128, height=128)
+    gen = torch.Generator().manual_seed(int(seed))
+    extra = {}
+    cond = torch.randn((batch, tokens, TINY_CONTEXT), generator=gen)
+    if name == "flux":
+        extra.update(pooled_output=torch.randn((batch, TINY_POOLED), generator=gen), guidance=3.5)
+    else:
+        fam = FAMILY_CONFIGS[name][5]
+        if "pooled" in fam:
+            extra["pooled_output"] = torch.randn((batch, fam["pooled"]), generator=gen)
+        extra.update({k: v for k, v in fam.items() if k != "pooled"})
+    if name in ("ltxv", "lumina2"):  # the text encoder's token mask (T5 / Gemma), which their forwards read
+        extra["attention_mask"] = torch.ones((batch, tokens), dtype=torch.long)
+    return [[cond, extra]]
