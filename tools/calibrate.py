@@ -131,13 +131,19 @@ def _valid_scores(scores) -> bool:
         isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) for s in scores))
 
 
-def load_state(path: str, prompts: Sequence[str] | None = None) -> tuple[dict[int, dict], dict[int, str]]:
-    """``(done, failed)`` from a JSONL state file: ``done`` maps a prompt index to
-    its record with scores (the last such line wins), ``failed`` to the error
-    of its last failed attempt (when it has no scores). A missing or empty file
-    is an empty state. A torn last line (an interrupted write) is ignored; any
-    other unreadable line, or a record whose prompt differs from
-    ``prompts[index]``, raises ValueError naming the file and line."""
+def load_state(path: str, prompts: Sequence[str] | None = None, key: Callable[[dict], object] | None = None,
+               valid: Callable[[dict], bool] | None = None,
+               check: Callable[[dict], str | None] | None = None, name: str = "calibrate") -> tuple[dict, dict]:
+    """``(done, failed)`` from a JSONL state file: ``done`` maps a job key
+    (``key(record)``, default the prompt index) to its record with scores
+    (``valid(record)``, default a non-empty list of finite ``scores``; the last
+    such line wins), ``failed`` to the error of its last failed attempt (when it
+    has no scores). A missing or empty file is an empty state. A torn last line
+    (an interrupted write) is ignored; any other unreadable line, a record whose
+    prompt differs from ``prompts[index]``, or one for which ``check(record)``
+    returns a message, raises ValueError naming the file and line."""
+    key = key or (lambda rec: rec["index"])
+    valid = valid or (lambda rec: _valid_scores(rec.get("scores")))
     done, failed = {}, {}
     if not path or not os.path.exists(path):
         return done, failed
@@ -153,7 +159,7 @@ def load_state(path: str, prompts: Sequence[str] | None = None) -> tuple[dict[in
                 raise ValueError("no integer 'index'")
         except ValueError as e:
             if i == last:
-                print(f"calibrate: {path}: ignoring the torn last line {i + 1}", file=sys.stderr)
+                print(f"{name}: {path}: ignoring the torn last line {i + 1}", file=sys.stderr)
                 continue
             raise ValueError(f"{path}: line {i + 1} is not a state record ({e})") from None
         idx = rec["index"]
@@ -164,11 +170,15 @@ def load_state(path: str, prompts: Sequence[str] | None = None) -> tuple[dict[in
             if rec.get("prompt") != prompts[idx]:
                 raise ValueError(f"{path}: line {i + 1}: index {idx} was {rec.get('prompt')!r}, the prompt file "
                                  f"has {prompts[idx]!r} (a state file of another prompt list?)")
-        if _valid_scores(rec.get("scores")):
-            done[idx] = rec
-            failed.pop(idx, None)
-        elif idx not in done:
-            failed[idx] = str(rec.get("error") or "no scores")
+        problem = check(rec) if check is not None else None
+        if problem:
+            raise ValueError(f"{path}: line {i + 1}: {problem}")
+        k = key(rec)
+        if valid(rec):
+            done[k] = rec
+            failed.pop(k, None)
+        elif k not in done:
+            failed[k] = str(rec.get("error") or "no scores")
     return done, failed
 
 
@@ -312,6 +322,20 @@ class ComfyClient:
     def run(self, graph: Mapping, client_id: str, stop: threading.Event | None = None) -> list[float]:
         return collect_scores(self.wait(self.submit(graph, client_id), stop))
 
+    def view(self, filename: str, subfolder: str = "", kind: str = "output") -> bytes:
+        """The bytes of an output image (``GET /view``), as a history entry names it."""
+        from urllib.parse import urlencode
+        url = f"{self.base_url}/view?" + urlencode({"filename": filename, "subfolder": subfolder, "type": kind})
+        try:
+            import urllib.error
+            import urllib.request
+            with urllib.request.urlopen(url, timeout=self.request_timeout) as resp:
+                return resp.read()
+        except urllib.error.HTTPError as e:
+            raise JobError(f"GET /view {filename}: HTTP {e.code}") from None
+        except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError) as e:
+            raise ServerUnreachable(f"{url}: {getattr(e, 'reason', e)}") from None
+
 
 # --------------------------------------------------------------------------- the run
 
@@ -335,18 +359,19 @@ class CalibrationResult:
 
 
 class _Progress:
-    def __init__(self, total: int, initial: int, enabled: bool):
+    def __init__(self, total: int, initial: int, enabled: bool, desc: str = "calibrate", unit: str = "prompt"):
         self.bar, self.enabled, self.n, self.total = None, enabled, initial, total
+        self.desc, self.unit = desc, unit
         if not enabled:
             return
         try:
             from tqdm import tqdm
-            self.bar = tqdm(total=total, initial=initial, unit="prompt", desc="calibrate", file=sys.stderr)
+            self.bar = tqdm(total=total, initial=initial, unit=unit, desc=desc, file=sys.stderr)
         except ImportError:
             self._line()
 
     def _line(self):
-        sys.stderr.write(f"\rcalibrate: {self.n}/{self.total} prompts done")
+        sys.stderr.write(f"\r{self.desc}: {self.n}/{self.total} {self.unit}s done")
         sys.stderr.flush()
 
     def write(self, msg: str):
@@ -373,20 +398,23 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-def run_calibration(prompts: Sequence[str], workflow: Mapping, servers: Sequence[str],
-                    state_path: str | None = None, base_seed: int = 0, retries: int = 1,
-                    client_factory: Callable[[str], object] | None = None, progress: bool = True,
-                    stop: threading.Event | None = None, log: Callable[[str], None] | None = None) -> CalibrationResult:
-    """Run ``workflow`` once per prompt over ``servers`` (one worker each, one job
-    at a time per server) and collect the scores; resume from and append to
-    ``state_path``. ``client_factory(url)`` makes an object with
-    ``run(graph, client_id, stop) -> scores`` (default :class:`ComfyClient`);
-    it raises :class:`ServerUnreachable` to drop the server (the job goes back to
-    the queue) or :class:`JobError` for a failed job (retried ``retries`` times,
-    on whichever server is free). Returns a :class:`CalibrationResult`."""
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("prompts: none to run")
+@dataclass
+class JobsResult:
+    """What :func:`run_jobs` ended with: ``records`` (key -> record, resumed ones
+    included), ``failed`` (key -> last error, after the retries), ``pending``
+    (keys nobody ran: no server left, or stopped), ``resumed``, ``per_server``
+    (jobs done by each server in this run), ``dropped`` (servers given up, with
+    the reason)."""
+    records: dict = field(default_factory=dict)
+    failed: dict = field(default_factory=dict)
+    pending: list = field(default_factory=list)
+    resumed: int = 0
+    per_server: dict = field(default_factory=dict)
+    dropped: dict = field(default_factory=dict)
+
+
+def server_urls(servers: Sequence[str]) -> list[str]:
+    """The normalised, de-duplicated server addresses (at least one)."""
     urls = []
     for s in servers:
         u = normalize_server(s)
@@ -394,17 +422,33 @@ def run_calibration(prompts: Sequence[str], workflow: Mapping, servers: Sequence
             urls.append(u)
     if not urls:
         raise ValueError("servers: at least one ComfyUI address is needed")
-    graph = check_workflow(workflow)
+    return urls
+
+
+def run_jobs(keys: Sequence, execute: Callable[[object, object, str], dict], servers: Sequence[str],
+             state_path: str | None = None, done: Mapping | None = None, retries: int = 1,
+             client_factory: Callable[[str], object] | None = None, progress: bool = True,
+             stop: threading.Event | None = None, log: Callable[[str], None] | None = None,
+             failure_record: Callable[[object, str, str], dict] | None = None, name: str = "calibrate",
+             unit: str = "prompt") -> JobsResult:
+    """Run the jobs ``keys`` (those not in ``done``) over ``servers``: one worker
+    thread per server, one job at a time each. ``execute(client, key, url)``
+    runs one job on ``client = client_factory(url)`` (default
+    :class:`ComfyClient`) and returns its record, appended to ``state_path``
+    as one JSON line. It raises :class:`ServerUnreachable` to drop the server
+    (the job goes back to the queue) or anything else for a failed job
+    (retried ``retries`` times, on whichever server is free, then recorded
+    with ``failure_record(key, url, error)``). Ctrl-C stops the workers; the
+    finished jobs are in the state file."""
+    urls = server_urls(servers)
     factory = client_factory or ComfyClient
     stop = stop or threading.Event()
-
-    done, _ = load_state(state_path, prompts) if state_path else ({}, {})
-    result = CalibrationResult(records=dict(done), resumed=len(done), per_server={u: 0 for u in urls})
-    jobs = deque({"index": i, "attempts": 0} for i in range(len(prompts)) if i not in done)
+    done = dict(done or {})
+    result = JobsResult(records=dict(done), resumed=len(done), per_server={u: 0 for u in urls})
+    jobs = deque({"key": k, "attempts": 0} for k in keys if k not in done)
     cv = threading.Condition()
     in_flight = [0]
-    client_id = uuid.uuid4().hex
-    bar = _Progress(len(prompts), len(done), progress)
+    bar = _Progress(len(done) + len(jobs), len(done), progress, name, unit)
     log = log or bar.write
 
     state_file = None
@@ -438,20 +482,16 @@ def run_calibration(prompts: Sequence[str], workflow: Mapping, servers: Sequence
             job = take()
             if job is None:
                 return
-            i = job["index"]
-            seed = int(base_seed) + i
+            k = job["key"]
             try:
-                scores = client.run(substitute(graph, prompts[i], seed), client_id, stop)
-                scores = [float(s) for s in scores]
-                if not _valid_scores(scores):
-                    raise JobError(f"scores are not a non-empty list of finite numbers: {scores!r}")
+                rec = execute(client, k, url)
             except ServerUnreachable as e:
                 with cv:
                     in_flight[0] -= 1
                     jobs.appendleft(job)
                     result.dropped[url] = str(e)
                     cv.notify_all()
-                log(f"calibrate: dropping {url}: unreachable ({e})")
+                log(f"{name}: dropping {url}: unreachable ({e})")
                 return
             except Exception as e:  # JobError or anything unexpected from the client: count an attempt
                 err = f"{type(e).__name__}: {e}" if not isinstance(e, JobError) else str(e)
@@ -462,24 +502,24 @@ def run_calibration(prompts: Sequence[str], workflow: Mapping, servers: Sequence
                         jobs.appendleft(job)
                     elif job["attempts"] <= retries:
                         jobs.append(job)
-                        log(f"calibrate: prompt {i} failed on {url} ({err}); retrying")
+                        log(f"{name}: {unit} {k} failed on {url} ({err}); retrying")
                     else:
-                        result.failed[i] = err
-                        record({"index": i, "prompt": prompts[i], "scores": None, "server": url, "error": err})
-                        log(f"calibrate: prompt {i} failed twice, last on {url}: {err}")
+                        result.failed[k] = err
+                        if failure_record is not None:
+                            record(failure_record(k, url, err))
+                        log(f"{name}: {unit} {k} failed {job['attempts']} times, last on {url}: {err}")
                     cv.notify_all()
                 continue
             with cv:
                 in_flight[0] -= 1
-                rec = {"index": i, "prompt": prompts[i], "scores": scores, "server": url, "seed": seed}
-                result.records[i] = rec
-                result.failed.pop(i, None)
+                result.records[k] = rec
+                result.failed.pop(k, None)
                 result.per_server[url] += 1
                 record(rec)
                 bar.update()
                 cv.notify_all()
 
-    threads = [threading.Thread(target=worker, args=(u,), name=f"calibrate {u}", daemon=True) for u in urls]
+    threads = [threading.Thread(target=worker, args=(u,), name=f"{name} {u}", daemon=True) for u in urls]
     try:
         for t in threads:
             t.start()
@@ -488,7 +528,7 @@ def run_calibration(prompts: Sequence[str], workflow: Mapping, servers: Sequence
                 t.join(0.5)
     except KeyboardInterrupt:
         stop.set()
-        log("calibrate: interrupted; finished prompts are in the state file, run again to resume")
+        log(f"{name}: interrupted; finished {unit}s are in the state file, run again to resume")
         for t in threads:
             t.join(5.0)
     finally:
@@ -496,8 +536,42 @@ def run_calibration(prompts: Sequence[str], workflow: Mapping, servers: Sequence
         if state_file is not None:
             state_file.close()
     with cv:
-        result.pending = sorted(j["index"] for j in jobs if j["index"] not in result.failed)
+        result.pending = [j["key"] for j in jobs if j["key"] not in result.failed]
     return result
+
+
+def run_calibration(prompts: Sequence[str], workflow: Mapping, servers: Sequence[str],
+                    state_path: str | None = None, base_seed: int = 0, retries: int = 1,
+                    client_factory: Callable[[str], object] | None = None, progress: bool = True,
+                    stop: threading.Event | None = None, log: Callable[[str], None] | None = None) -> CalibrationResult:
+    """Run ``workflow`` once per prompt over ``servers`` (one worker each, one job
+    at a time per server) and collect the scores; resume from and append to
+    ``state_path``. ``client_factory(url)`` makes an object with
+    ``run(graph, client_id, stop) -> scores`` (default :class:`ComfyClient`);
+    it raises :class:`ServerUnreachable` to drop the server (the job goes back to
+    the queue) or :class:`JobError` for a failed job (retried ``retries`` times,
+    on whichever server is free). Returns a :class:`CalibrationResult`."""
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("prompts: none to run")
+    server_urls(servers)
+    graph = check_workflow(workflow)
+    stop = stop or threading.Event()
+    done, _ = load_state(state_path, prompts) if state_path else ({}, {})
+    client_id = uuid.uuid4().hex
+
+    def execute(client, i, url):
+        seed = int(base_seed) + i
+        scores = [float(s) for s in client.run(substitute(graph, prompts[i], seed), client_id, stop)]
+        if not _valid_scores(scores):
+            raise JobError(f"scores are not a non-empty list of finite numbers: {scores!r}")
+        return {"index": i, "prompt": prompts[i], "scores": scores, "server": url, "seed": seed}
+
+    r = run_jobs(range(len(prompts)), execute, servers, state_path, done, retries, client_factory, progress, stop,
+                 log, lambda i, url, err: {"index": i, "prompt": prompts[i], "scores": None, "server": url,
+                                           "error": err})
+    return CalibrationResult(records=r.records, failed=r.failed, pending=sorted(r.pending), resumed=r.resumed,
+                             per_server=r.per_server, dropped=r.dropped)
 
 
 def _ends_with_newline(path: str) -> bool:
