@@ -339,25 +339,6 @@ class ComfyClient:
 
 # --------------------------------------------------------------------------- the run
 
-@dataclass
-class CalibrationResult:
-    """What a run ended with: ``records`` (index -> record with scores, resumed
-    ones included), ``failed`` (index -> last error, after the retry),
-    ``pending`` (indices nobody ran: no server left or stopped), ``resumed``
-    (how many came from the state file), ``per_server`` (jobs done by each
-    server in this run), ``dropped`` (servers given up, with the reason)."""
-    records: dict = field(default_factory=dict)
-    failed: dict = field(default_factory=dict)
-    pending: list = field(default_factory=list)
-    resumed: int = 0
-    per_server: dict = field(default_factory=dict)
-    dropped: dict = field(default_factory=dict)
-
-    def scores(self) -> list[float]:
-        """All scores, prompt by prompt in index order."""
-        return [s for i in sorted(self.records) for s in self.records[i]["scores"]]
-
-
 class _Progress:
     def __init__(self, total: int, initial: int, enabled: bool, desc: str = "calibrate", unit: str = "prompt"):
         self.bar, self.enabled, self.n, self.total = None, enabled, initial, total
@@ -411,6 +392,14 @@ class JobsResult:
     resumed: int = 0
     per_server: dict = field(default_factory=dict)
     dropped: dict = field(default_factory=dict)
+
+
+class CalibrationResult(JobsResult):
+    """A calibration's :class:`JobsResult`: keys are prompt indices, ``pending`` sorted."""
+
+    def scores(self) -> list[float]:
+        """All scores, prompt by prompt in index order."""
+        return [s for i in sorted(self.records) for s in self.records[i]["scores"]]
 
 
 def server_urls(servers: Sequence[str]) -> list[str]:
@@ -570,8 +559,7 @@ def run_calibration(prompts: Sequence[str], workflow: Mapping, servers: Sequence
     r = run_jobs(range(len(prompts)), execute, servers, state_path, done, retries, client_factory, progress, stop,
                  log, lambda i, url, err: {"index": i, "prompt": prompts[i], "scores": None, "server": url,
                                            "error": err})
-    return CalibrationResult(records=r.records, failed=r.failed, pending=sorted(r.pending), resumed=r.resumed,
-                             per_server=r.per_server, dropped=r.dropped)
+    return CalibrationResult(**{**vars(r), "pending": sorted(r.pending)})
 
 
 def _ends_with_newline(path: str) -> bool:
@@ -612,6 +600,24 @@ def summary(result: CalibrationResult, table: Mapping | None, total: int, second
     return "\n".join(lines)
 
 
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The prompt, seed, server and job options shared by calibrate and evaluate."""
+    p.add_argument("--prompts", required=True, metavar="FILE",
+                   help="prompt file: .tsv (PartiPrompts, column Prompt), .csv (drawbench: Prompts; COCO: caption) "
+                        "or .txt (one per line)")
+    p.add_argument("--column", help="prompt column of a .tsv/.csv file (default: Prompt, Prompts, prompt, "
+                                    "prompts, caption or text, the first present)")
+    p.add_argument("-n", "--limit", type=int, default=None, metavar="N",
+                   help="use the first N prompts in file order (default: all)")
+    p.add_argument("--server", action="append", metavar="URL",
+                   help="ComfyUI address; repeat for several servers (default: http://127.0.0.1:8188)")
+    p.add_argument("--base-seed", type=int, default=0, help="seed of prompt 0; prompt i gets base_seed + i (default 0)")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for one job (default 900)")
+    p.add_argument("--poll", type=float, default=0.5, help="seconds between /history polls (default 0.5)")
+    p.add_argument("--retries", type=int, default=1, help="retries of a failed job (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="calibrate.py",
@@ -624,25 +630,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                "python tools/calibrate.py --prompts datasets/coco_captions_5k.csv -n 5000 "
                "--workflow student_score_api.json --server http://127.0.0.1:8188 --server http://10.0.0.2:8188 "
                "--state lcm.jsonl --out IR_percentiles_lcm_sdxl.json")
-    p.add_argument("--prompts", required=True, metavar="FILE",
-                   help="prompt file: .tsv (PartiPrompts, column Prompt), .csv (drawbench: Prompts; COCO: caption) "
-                        "or .txt (one per line)")
-    p.add_argument("--column", help="prompt column of a .tsv/.csv file (default: Prompt, Prompts, prompt, "
-                                    "prompts, caption or text, the first present)")
-    p.add_argument("-n", "--limit", type=int, default=None, metavar="N",
-                   help="use the first N prompts in file order (default: all)")
+    add_run_arguments(p)
     p.add_argument("--workflow", required=True, metavar="FILE", help="API-format workflow JSON with {prompt}")
-    p.add_argument("--server", action="append", metavar="URL",
-                   help="ComfyUI address; repeat for several servers (default: http://127.0.0.1:8188)")
-    p.add_argument("--base-seed", type=int, default=0, help="seed of prompt 0; prompt i gets base_seed + i (default 0)")
     p.add_argument("--state", metavar="FILE.jsonl",
                    help="JSONL progress file to resume from and append to (default: OUT.progress.jsonl when "
                         "--out is given, else none)")
     p.add_argument("--out", metavar="FILE.json", help="where to write the percentile table (default: print only)")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for one job (default 900)")
-    p.add_argument("--poll", type=float, default=0.5, help="seconds between /history polls (default 0.5)")
-    p.add_argument("--retries", type=int, default=1, help="retries of a failed job (default 1)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
 
     from tools.reflect_pack import module
