@@ -79,14 +79,18 @@ def load_workflow(path: str) -> dict:
     """An API-format workflow (``{node_id: {"class_type", "inputs"}}``) from a
     JSON file, checked; a UI-format file or one without the ``{prompt}`` token
     raises ValueError naming the file."""
+    return check_workflow(read_json(path), str(path))
+
+
+def read_json(path: str):
+    """A JSON file's content; ValueError naming the file when it cannot be read or parsed."""
     try:
         with open(path, encoding="utf-8") as f:
-            graph = json.load(f)
+            return json.load(f)
     except OSError as e:
         raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
-    return check_workflow(graph, str(path))
 
 
 def check_workflow(graph, source: str = "workflow") -> dict:

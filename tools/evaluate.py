@@ -57,7 +57,7 @@ if _REPO not in sys.path:
 
 from tools.calibrate import (SCORES_KEY, ComfyClient, JobError, ServerUnreachable, _valid_scores,  # noqa: E402
                              add_run_arguments,
-                             check_workflow, collect_scores, load_state, run_jobs, server_urls,
+                             check_workflow, collect_scores, load_state, read_json, run_jobs, server_urls,
                              substitute)
 
 NAME = "evaluate"
@@ -159,13 +159,7 @@ def read_workflow(spec: str, prompt_input: str | None = None) -> dict:
     path, sink = spec, None
     if not os.path.exists(spec) and ":" in spec:
         path, sink = spec.rsplit(":", 1)
-    try:
-        with open(path, encoding="utf-8") as f:
-            graph = json.load(f)
-    except OSError as e:
-        raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    graph = read_json(path)
     if isinstance(graph, Mapping) and not ("nodes" in graph and "links" in graph):
         if sink is not None:
             graph = select_output(graph, sink)
