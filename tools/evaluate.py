@@ -560,7 +560,9 @@ def contact_sheet(pair: Mapping, records: Mapping, path: str, fetch: Callable[[M
             left = pad + c * (size + pad)
             try:
                 img = Image.open(io.BytesIO(fetch(rec))).convert("RGB")
-                img.thumbnail((size, size))
+                scale = size / max(img.size)  # fit the cell, small images enlarged
+                img = img.resize((max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale))),
+                                 Image.NEAREST if scale > 1 else Image.LANCZOS)
                 sheet.paste(img, (left, top))
             except Exception as ex:  # an image that cannot be fetched is named, the sheet still written
                 draw.text((left + 4, top + size // 2), f"image unavailable: {str(ex)[:40]}", fill="red")
