@@ -447,10 +447,8 @@ def run_jobs(keys: Sequence, execute: Callable[[object, object, str], dict], ser
     state_file = None
     if state_path:
         os.makedirs(os.path.dirname(os.path.abspath(state_path)), exist_ok=True)
-        torn = os.path.exists(state_path) and os.path.getsize(state_path) > 0 and not _ends_with_newline(state_path)
+        _repair_tail(state_path)
         state_file = open(state_path, "a", encoding="utf-8")
-        if torn:
-            state_file.write("\n")
 
     def record(rec):
         if state_file is not None:
@@ -566,10 +564,23 @@ def run_calibration(prompts: Sequence[str], workflow: Mapping, servers: Sequence
     return CalibrationResult(**{**vars(r), "pending": sorted(r.pending)})
 
 
-def _ends_with_newline(path: str) -> bool:
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"
+def _repair_tail(path: str) -> None:
+    """Before appending to a state file: a last line without its newline gets
+    one when it is a whole record, and is cut off when it is torn (an
+    interrupted write, which load_state ignores), so that it does not become an
+    unreadable line in the middle."""
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1
+        try:
+            json.loads(data[cut:].decode("utf-8"))
+            f.write(b"\n")
+        except ValueError:
+            f.truncate(cut)
 
 
 def write_table(scores: Sequence[float], path: str | None) -> dict[str, float]:
