@@ -206,3 +206,47 @@ def test_parse_options():
     assert ev.parse_sweep("3, 5,7,9") == [3.0, 5.0, 7.0, 9.0]
     with pytest.raises(ValueError, match="cfg-sweep"):
         ev.parse_sweep("3,x")
+
+
+def test_only_sampling_nodes_are_costed():
+    assert [n for n in ("KSampler", "KSamplerAdvanced", "SamplerCustomAdvanced", "ZigzagKSampler", "MyKSampler",
+                        "AdaptiveStudentTeacher", "KSamplerSelect", "SamplerZigzag", "CFGGuider", "BasicScheduler",
+                        "SamplerEulerAncestral", "WeakStrongGuider")
+            if ev.is_sampler({"class_type": n})] == ["KSampler", "KSamplerAdvanced", "SamplerCustomAdvanced",
+                                                     "ZigzagKSampler", "MyKSampler", "AdaptiveStudentTeacher"]
+    g = {"1": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+         "2": {"class_type": "SamplerCustomAdvanced", "inputs": {"sampler": ["1", 0]}}}
+    assert ev.evaluations_per_image(g) == (None, "SamplerCustomAdvanced (node 2) not counted")
+
+
+def test_a_cost_patch_upstream_is_not_counted_as_plain():
+    g = {"1": {"class_type": "SlidingWindowGuidance", "inputs": {"model": ["0", 0]}},
+         "2": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "steps": 4, "cfg": 5.0, "sampler_name": "euler"}}}
+    assert ev.evaluations_per_image(g) == (None, "KSampler (node 2) not counted: SlidingWindowGuidance changes its cost")
+
+
+def test_state_of_a_changed_workflow_is_refused(tmp_path):
+    g = {"1": {"class_type": "CLIPTextEncode", "inputs": {"text": "{prompt}"}}}
+    rec = {"workflow": "a", "index": 0, "prompt": "p0", "scores": {"imagereward": [0.5]},
+           "workflow_sha": ev.graph_sha(g)}
+    p = tmp_path / "s.jsonl"
+    p.write_text(json.dumps(rec) + "\n" + json.dumps({**rec, "workflow": "gone"}) + "\n")
+    done, failed = ev.read_state(str(p), ["p0"], {"a": g})
+    assert list(done) == [("a", 0)] and not failed  # records of other workflows are left out
+    changed = {"1": {"class_type": "CLIPTextEncode", "inputs": {"text": "{prompt}, more"}}}
+    with pytest.raises(ValueError, match="line 1: workflow 'a' has changed"):
+        ev.read_state(str(p), ["p0"], {"a": changed})
+
+
+def test_a_torn_state_tail_is_cut_before_appending(tmp_path):
+    from tools.calibrate import _repair_tail
+    p = tmp_path / "s.jsonl"
+    p.write_text('{"index": 0}\n{"index": 1, "pro')
+    _repair_tail(str(p))
+    assert p.read_text() == '{"index": 0}\n'
+    p.write_text('{"index": 0}\n{"index": 1}')  # a whole record without its newline keeps it
+    _repair_tail(str(p))
+    assert p.read_text() == '{"index": 0}\n{"index": 1}\n'
+    p.write_text('{"ind')
+    _repair_tail(str(p))
+    assert p.read_text() == ""

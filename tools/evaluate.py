@@ -212,10 +212,18 @@ def node_evaluations(node: Mapping) -> float | None:
     return None
 
 
+COST_PATCHES = ("SlidingWindowGuidance",)  # model patches that add evaluations (crops) to a sampler
+SAMPLING_NODES = ("KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced", "ZigzagKSampler",
+                  "WeakStrongReflection", "WeakStrongReflectionLoRA", "AdaptiveStudentTeacher")
+
+
 def is_sampler(node: Mapping) -> bool:
+    """A node that runs the diffusion model: ComfyUI's and the pack's sampling
+    nodes, and any other ``...KSampler`` / ``...KSamplerAdvanced``. Nodes that
+    only make a SAMPLER, SIGMAS or GUIDER object (KSamplerSelect, SamplerZigzag,
+    CFGGuider) are costed where that object is used."""
     cls = str(node.get("class_type", ""))
-    return "Sampler" in cls and not cls.startswith(("KSamplerSelect", "Sampler")) or cls in (
-        "SamplerCustom", "SamplerCustomAdvanced") or cls.startswith(("WeakStrong", "Adaptive"))
+    return cls in SAMPLING_NODES or cls.endswith(("KSampler", "KSamplerAdvanced"))
 
 
 def evaluations_per_image(graph: Mapping, outputs: Mapping | None = None) -> tuple[float | None, str]:
@@ -247,9 +255,11 @@ def evaluations_per_image(graph: Mapping, outputs: Mapping | None = None) -> tup
         node = graph[nid]
         if nid in covered or not is_sampler(node):
             continue
-        v = node_evaluations(node)
+        patched = sorted({graph[a].get("class_type") for a in ancestors(graph, nid)} & set(COST_PATCHES))
+        v = None if patched else node_evaluations(node)
         if v is None:
-            return None, f"{node.get('class_type')} (node {nid}) not counted"
+            return None, f"{node.get('class_type')} (node {nid}) not counted" + (
+                f": {', '.join(patched)} changes its cost" if patched else "")
         total += v
         parts.append(f"{node.get('class_type')} inputs")
     return (total if parts else None), (", ".join(parts) or "no sampler")
@@ -358,6 +368,24 @@ def execution_seconds(entry: Mapping) -> float | None:
     return None
 
 
+def read_state(path: str, prompts: Sequence[str], workflows: Mapping[str, Mapping]) -> tuple[dict, dict]:
+    """``(done, failed)`` of a state file keyed by ``(workflow, index)``, the
+    workflows given only; a record of a workflow that has changed since
+    (another ``workflow_sha``) raises ValueError."""
+    shas = {name: graph_sha(g) for name, g in workflows.items()}
+
+    def check(rec):
+        w = rec.get("workflow")
+        if w in shas and rec.get("workflow_sha") not in (None, shas[w]):
+            return (f"workflow {w!r} has changed since this state was written (use another --state, or the "
+                    "workflow it was run with)")
+        return None
+
+    done, failed = load_state(path, prompts, key=lambda r: (r.get("workflow"), r["index"]), valid=_valid_record,
+                              check=check, name=NAME)
+    return ({k: v for k, v in done.items() if k[0] in shas}, {k: v for k, v in failed.items() if k[0] in shas})
+
+
 def run_evaluation(workflows: Mapping[str, Mapping], prompts: Sequence[str], servers: Sequence[str],
                    estimators: Sequence[tuple[str, str]], state_path: str | None = None, base_seed: int = 0,
                    retries: int = 1, client_factory: Callable[[str], object] | None = None, progress: bool = True,
@@ -382,16 +410,7 @@ def run_evaluation(workflows: Mapping[str, Mapping], prompts: Sequence[str], ser
             raise ValueError(f"{name}: {e}") from None
         shas[name] = graph_sha(g)
 
-    def check(rec):
-        w = rec.get("workflow")
-        if w in shas and rec.get("workflow_sha") not in (None, shas[w]):
-            return (f"workflow {w!r} has changed since this state was written (use another --state, or the "
-                    "workflow it was run with)")
-        return None
-
-    done, _ = load_state(state_path, prompts, key=lambda r: (r.get("workflow"), r["index"]), valid=_valid_record,
-                         check=check, name=NAME) if state_path else ({}, {})
-    done = {k: v for k, v in done.items() if k[0] in built}
+    done = read_state(state_path, prompts, workflows)[0] if state_path else {}
     stop = stop or threading.Event()
     client_id = uuid.uuid4().hex
     ests = [e for e, _ in estimators]
@@ -732,11 +751,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        lambda f: read_workflow(f, a.prompt_input))
         servers = server_urls(a.server or ["http://127.0.0.1:8188"])
         if a.report_only:
-            done, failed = load_state(state, prompts, key=lambda r: (r.get("workflow"), r["index"]),
-                                      valid=_valid_record, name=NAME)
-            records = {k: v for k, v in done.items() if k[0] in roles}
-            failed = {k: v for k, v in failed.items() if k[0] in roles}
-            pending = []
+            records, failed = read_state(state, prompts, graphs)
+            pending = [(w, i) for i in range(len(prompts)) for w in roles if (w, i) not in records]
         else:
             loader, gate = None, None
             for u in servers:

@@ -163,6 +163,14 @@ def test_evaluate_two_servers_kill_resume_report(comfy_server, setup, reflect_no
     assert sorted(again_good) == sorted(good)
     for k in good:  # deterministic: the same scores on a rerun
         assert again_good[k]["scores"]["imagereward"] == pytest.approx(good[k]["scores"]["imagereward"], abs=1e-6)
+    # --report-only: the same report from the state file, nothing run (no server needed)
+    rep2_before = json.loads((out / "report.json").read_text())
+    r3 = subprocess.run(cmd(tmp, [dead], out, "--cfg-sweep", "1.5", "--report-only"), cwd=hostlib.REPO_ROOT,
+                        capture_output=True, text=True, timeout=600)
+    assert r3.returncode == 0, r3.stdout + r3.stderr
+    rep3 = json.loads((out / "report.json").read_text())
+    assert [(p["x"], p["y"], p["wins"], p["losses"], p["ties"]) for p in rep3["pairs"]] == \
+        [(p["x"], p["y"], p["wins"], p["losses"], p["ties"]) for p in rep2_before["pairs"]]
 
 
 def test_failed_jobs_are_reported(comfy_server, setup):
