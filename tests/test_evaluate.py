@@ -250,3 +250,17 @@ def test_a_torn_state_tail_is_cut_before_appending(tmp_path):
     p.write_text('{"ind')
     _repair_tail(str(p))
     assert p.read_text() == ""
+
+
+def test_command_line_without_a_server(tmp_path, capsys):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    (tmp_path / "p.txt").write_text("a fox\n")
+    args = ["--workflow", ZS + ":11", "--workflow", ZS + ":9", "--prompt-input", "3.text", "--prompts",
+            str(tmp_path / "p.txt"), "--server", f"127.0.0.1:{port}", "--out", str(tmp_path / "o"), "--no-progress"]
+    assert ev.main(args) == 2
+    assert "no server answered" in capsys.readouterr().err
+    assert ev.main(args[:4] + args[6:]) == 2  # without --prompt-input the shipped workflow has no {prompt}
+    assert "{prompt}" in capsys.readouterr().err

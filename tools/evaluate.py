@@ -522,6 +522,8 @@ def report_markdown(rep: Mapping) -> str:
                      f"{_f(p['mean_diff'], '{:+.4f}')} +- {_f(p['se'], '{:.4f}')} |")
     if rep["failed"]:
         lines += ["", "Failed jobs:", ""] + [f"- {f['workflow']} #{f['index']}: {f['error']}" for f in rep["failed"]]
+    if rep.get("pending"):
+        lines += ["", f"Not run (no server left, or stopped): {len(rep['pending'])} jobs; run again to resume."]
     for name in rep.get("figures", []):
         lines += ["", f"![{name}]({name})"]
     return "\n".join(lines) + "\n"
