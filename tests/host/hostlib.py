@@ -445,16 +445,9 @@ def build_family(family: str, seed: int = 0):
     """A tiny seeded MODEL of one of ``MODEL_FAMILIES`` from ComfyUI's own supported_models / model_base
     classes: sd15 (eps), sd2_v (SD20, v-prediction), sdxl, sd3 (MMDiT), flux, lumina2, qwen_image, wan21
     (text-to-video, latent [B, 16, T, H, W]), ltxv (latent [B, 128, T, H, W]). See reflect_testnodes/tiny.py."""
-    t = _tiny()
-    if family in ("sd15", "sdxl"):
-        return t.build_tiny_model(family, "eps", seed)
-    if family == "sd2_v":
-        return t.build_tiny_sd2(seed)
-    if family == "flux":
-        return t.build_tiny_flux(seed)
-    if family in t.FAMILY_CONFIGS:
-        return t.build_tiny_family(family, seed)
-    raise ValueError(f"family must be one of {MODEL_FAMILIES}, got {family!r}")
+    if family not in MODEL_FAMILIES:
+        raise ValueError(f"family must be one of {MODEL_FAMILIES}, got {family!r}")
+    return _tiny().build_family_model(family, seed)
 
 
 def family_conditioning(family: str, seed: int = 0, batch: int = 1, tokens: int = 77) -> list:

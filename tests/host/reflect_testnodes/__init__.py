@@ -2,8 +2,10 @@
 
 Lets API-format graphs run with no checkpoint and no CLIP:
 
-* ``ReflectTestTinyModel``   -> MODEL: tiny seeded SD1.5 / SDXL UNet (eps, v_prediction, flow, flow_native)
-* ``ReflectTestTinyVAE``     -> VAE: tiny seeded AutoencoderKL (8x, 4 channels)
+* ``ReflectTestTinyModel``   -> MODEL: tiny seeded SD1.5 / SDXL UNet (eps, v_prediction, flow, flow_native),
+  or any family of tiny.ALL_FAMILIES (SD2-v, SD3, Flux, Lumina 2, Qwen-Image, Wan 2.1, LTXV)
+* ``ReflectTestTinyVAE``     -> VAE: tiny seeded AutoencoderKL (8x, 4 channels; 16 for family flux) or
+  ComfyUI's Wan 2.1 video VAE (family wan21)
 * ``ReflectTestTinyControlNet`` -> CONTROL_NET: tiny seeded ControlNet for the tiny model of a family
 * ``ReflectTestLatent``      -> LATENT of any shape and fill (zeros, seeded random, NaN, inf), batch 0 allowed
 * ``ReflectTestImage``       -> IMAGE of any shape and fill, batch 0 allowed
@@ -16,7 +18,8 @@ Never shipped: it lives under tests/host and is only placed in a temporary
 custom_nodes folder by the host tests.
 """
 
-from .tiny import (FAMILIES, PREDICTIONS, build_tiny_controlnet, build_tiny_model, build_tiny_vae, latent_stats,
+from .tiny import (ALL_FAMILIES, FAMILIES, PREDICTIONS, build_family_model, build_tiny_controlnet,
+                   build_tiny_family_vae, build_tiny_model, family_conditioning, family_of, latent_stats,
                    make_conditioning)
 
 _MAX_SEED = 0xFFFFFFFFFFFFFFFF
@@ -30,13 +33,16 @@ class ReflectTestTinyModel:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "family": (list(FAMILIES), {"default": "sd15"}),
+            "family": (list(ALL_FAMILIES), {"default": "sd15", "tooltip": "sd15 / sdxl take the prediction; the "
+                                                                             "other families their own"}),
             "prediction": (list(PREDICTIONS), {"default": "eps"}),
             "seed": ("INT", {"default": 0, "min": 0, "max": _MAX_SEED}),
             "flow_shift": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 100.0, "step": 0.01}),
         }}
 
     def build(self, family, prediction, seed, flow_shift):
+        if family not in FAMILIES:
+            return (build_family_model(family, seed),)
         return (build_tiny_model(family, prediction, seed, flow_shift=flow_shift),)
 
 
@@ -47,10 +53,11 @@ class ReflectTestTinyVAE:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": _MAX_SEED})}}
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": _MAX_SEED})},
+                "optional": {"family": (["sd15", "flux", "wan21"], {"default": "sd15"})}}
 
-    def build(self, seed):
-        return (build_tiny_vae(seed),)
+    def build(self, seed, family="sd15"):
+        return (build_tiny_family_vae(family, seed),)
 
 
 class ReflectTestTinyControlNet:
@@ -133,6 +140,10 @@ class ReflectTestConditioning:
         }}
 
     def make(self, model, seed, batch, tokens, scale, width, height):
+        fam = family_of(model)
+        if fam is not None:  # a transformer family: its own conditioning layout
+            c = family_conditioning(fam, seed=seed, batch=batch, tokens=tokens)
+            return ([[c[0][0] * scale, c[0][1]]],)
         return (make_conditioning(model, seed=seed, batch=batch, tokens=tokens, scale=scale,
                                   width=width or None, height=height or None),)
 

@@ -490,3 +490,57 @@ def family_conditioning(name: str, seed: int = 0, batch: int = 1, tokens: int = 
     if name in ("ltxv", "lumina2"):  # the text encoder's token mask (T5 / Gemma), which their forwards read
         extra["attention_mask"] = torch.ones((batch, tokens), dtype=torch.long)
     return [[cond, extra]]
+
+
+def build_tiny_family_vae(family: str = "sd15", seed: int = 0):
+    """A ComfyUI ``VAE`` for a family's latents: ``build_tiny_vae`` (sd15 / sdxl: 4 channels); flux: the
+    same AutoencoderKL layout with 16 latent channels (Flux's ae); wan21: ComfyUI's own Wan 2.1 video VAE
+    (``comfy.ldm.wan.vae.WanVAE``, 8x spatial / 4x temporal, 16 channels) loaded through ComfyUI's VAE
+    detection from a seeded state dict, at width 8 where ComfyUI reads the width off the weights (0.4+),
+    else at ComfyUI's fixed width 96."""
+    import inspect
+
+    import comfy.sd
+
+    if family in ("sd15", "sdxl"):
+        return build_tiny_vae(seed=seed)
+    if family == "flux":
+        from comfy.ldm.models.autoencoder import AutoencoderKL
+
+        cfg = tiny_vae_config()
+        cfg["params"]["embed_dim"] = cfg["params"]["ddconfig"]["z_channels"] = 16
+        vae = comfy.sd.VAE(sd=seeded_state_dict(AutoencoderKL(**cfg["params"]), seed), config=cfg)
+        vae.latent_channels = 16
+        return vae
+    if family == "wan21":
+        import comfy.ldm.wan.vae as wan_vae
+
+        dim = 8 if "decoder.head.0.gamma" in inspect.getsource(comfy.sd.VAE.__init__) else 96
+        net = wan_vae.WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                             temperal_downsample=[False, True, True], dropout=0.0)
+        sd = seeded_state_dict(net, seed)
+        for k, v in net.state_dict().items():
+            sd.setdefault(k, v)
+        return comfy.sd.VAE(sd=sd)
+    raise ValueError(f"no tiny VAE for family {family!r}")
+
+
+FAMILY_OF_CLASS = {"Flux": "flux", "SD3": "sd3", "Lumina2": "lumina2", "QwenImage": "qwen_image", "WAN21": "wan21",
+                   "LTXV": "ltxv"}
+ALL_FAMILIES = ("sd15", "sd2_v", "sdxl", "sd3", "flux", "lumina2", "qwen_image", "wan21", "ltxv")
+
+
+def build_family_model(family: str, seed: int = 0):
+    """The tiny MODEL of any family in ``ALL_FAMILIES`` (sd15 / sdxl as eps models)."""
+    if family in ("sd15", "sdxl"):
+        return build_tiny_model(family, "eps", seed)
+    if family == "sd2_v":
+        return build_tiny_sd2(seed)
+    if family == "flux":
+        return build_tiny_flux(seed)
+    return build_tiny_family(family, seed)
+
+
+def family_of(patcher) -> str | None:
+    """The transformer family of a tiny MODEL built here (None for the SD1.5 / SD2 / SDXL UNets)."""
+    return FAMILY_OF_CLASS.get(type(patcher.model).__name__)
