@@ -75,6 +75,87 @@ Models: {MODELS_SDXL}
 ]}
 
 
+FLUX_DEV, FLUX_CLIP_L, FLUX_T5, FLUX_VAE = ("flux1-dev.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors",
+                                          "ae.safetensors")
+WAN_T2V, WAN_TE, WAN_VAE = ("wan2.1_t2v_1.3B_fp16.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+                            "wan_2.1_vae.safetensors")
+WAN_PROMPT = "a red fox running through fresh snow in a pine forest, morning light, cinematic"
+WAN_NEGATIVE = "blurry, low quality, static, distorted, watermark, text"
+
+ZSAMPLING_FLUX = {"nodes": [
+    note("note", f"""
+Z-Sampling (Bai et al., "Zigzag Diffusion Sampling", ICLR 2025) on Flux.1 dev, with Flux's usual settings: 20
+steps, euler, simple, cfg 1 with FluxGuidance 3.5 on the prompt. Flux dev is guidance-distilled: at cfg 1 the
+zig is the conditional prediction alone, so the zag needs a guidance gap of its own: inversion 'paper' with
+inversion_cfg 0 inverts on the negative (empty) prompt, one branch per zag ('published' at cfg <= 1 would
+invert on the prompt itself, as the reference does, and gain nothing). zigzag_steps 19 = every step but the
+last. Cost: 58 model evaluations per image against 20 for the KSampler beside it (same seed). The paper ran
+SDXL; these Flux settings are verified on tiny Flux models in the host tests, not tuned on the real one.
+
+Models:
+- ComfyUI/models/diffusion_models/{FLUX_DEV} (black-forest-labs/FLUX.1-dev)
+- ComfyUI/models/text_encoders/{FLUX_CLIP_L} and {FLUX_T5} (comfyanonymous/flux_text_encoders)
+- ComfyUI/models/vae/{FLUX_VAE} (black-forest-labs/FLUX.1-dev)
+""", [-480, 0]),
+    {"id": "unet", "type": "UNETLoader", "pos": [0, 0], "inputs": {"unet_name": FLUX_DEV}},
+    {"id": "clip", "type": "DualCLIPLoader", "pos": [0, 160],
+     "inputs": {"clip_name1": FLUX_CLIP_L, "clip_name2": FLUX_T5, "type": "flux"}},
+    {"id": "vae", "type": "VAELoader", "pos": [0, 340], "inputs": {"vae_name": FLUX_VAE}},
+    text("pos", ("clip", 0), PROMPT, [360, 0], "positive"),
+    {"id": "fg", "type": "FluxGuidance", "pos": [360, 220], "inputs": {"conditioning": ("pos", 0), "guidance": 3.5}},
+    text("neg", ("clip", 0), NEGATIVE, [360, 340], "negative (the zag's)"),
+    {"id": "lat", "type": "EmptySD3LatentImage", "pos": [360, 560],
+     "inputs": {"width": 1024, "height": 1024, "batch_size": 1}},
+    {"id": "zz", "type": "ZigzagKSampler", "pos": [760, 0], "title": "Z-Sampling (Flux dev)",
+     "inputs": {"model": ("unet", 0), "positive": ("fg", 0), "negative": ("neg", 0), "latent_image": ("lat", 0),
+                "seed": 42, "steps": 20, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
+                "inversion_cfg": 0.0, "zigzag_steps": 19, "rounds": 1, "inversion": "paper"}},
+    ksampler("ks", ("unet", 0), ("fg", 0), ("neg", 0), ("lat", 0), [760, 420], "standard sampling (same seed)",
+             steps=20, cfg=1.0, sampler_name="euler", scheduler="simple"),
+    *decode_save("zz", ("zz", 0), ("vae", 0), "zsampling_flux", [1140, 0]),
+    *decode_save("ks", ("ks", 0), ("vae", 0), "standard_flux", [1140, 420]),
+]}
+
+
+def decode_video(key, samples, vae, prefix, pos):
+    return [{"id": key + "_dec", "type": "VAEDecode", "pos": pos, "inputs": {"samples": samples, "vae": vae}},
+            {"id": key + "_save", "type": "SaveAnimatedWEBP", "pos": [pos[0] + 260, pos[1]],
+             "inputs": {"images": (key + "_dec", 0), "filename_prefix": prefix, "fps": 16.0}}]
+
+
+ZSAMPLING_WAN = {"nodes": [
+    note("note", f"""
+Z-Sampling (Bai et al., "Zigzag Diffusion Sampling", ICLR 2025) on Wan 2.1 text-to-video 1.3B, with Wan's usual
+settings: 832 x 480, 33 frames, ModelSamplingSD3 shift 8, 30 steps, uni_pc, simple, cfg 6. Every step but the
+last is reflected (zigzag_steps 29; inversion_cfg 0: the zag on the negative prompt, 'published' as in the
+reference). The reflection runs on the whole clip (latent [1, 16, 9, 60, 104]). Cost: 147 model evaluations
+against 60 for the KSampler beside it (same seed). The paper ran SDXL; these settings are verified on tiny Wan
+2.1 models in the host tests, not tuned on the real one.
+
+Models:
+- ComfyUI/models/diffusion_models/{WAN_T2V} (Comfy-Org/Wan_2.1_ComfyUI_repackaged)
+- ComfyUI/models/text_encoders/{WAN_TE} (same repository)
+- ComfyUI/models/vae/{WAN_VAE} (same repository)
+""", [-480, 0]),
+    {"id": "unet", "type": "UNETLoader", "pos": [0, 0], "inputs": {"unet_name": WAN_T2V}},
+    {"id": "ms", "type": "ModelSamplingSD3", "pos": [0, 160], "inputs": {"model": ("unet", 0), "shift": 8.0}},
+    {"id": "clip", "type": "CLIPLoader", "pos": [0, 300], "inputs": {"clip_name": WAN_TE, "type": "wan"}},
+    {"id": "vae", "type": "VAELoader", "pos": [0, 460], "inputs": {"vae_name": WAN_VAE}},
+    text("pos", ("clip", 0), WAN_PROMPT, [360, 0], "positive"),
+    text("neg", ("clip", 0), WAN_NEGATIVE, [360, 240], "negative"),
+    {"id": "lat", "type": "EmptyHunyuanLatentVideo", "pos": [360, 480],
+     "inputs": {"width": 832, "height": 480, "length": 33, "batch_size": 1}},
+    {"id": "zz", "type": "ZigzagKSampler", "pos": [760, 0], "title": "Z-Sampling (Wan 2.1 T2V)",
+     "inputs": {"model": ("ms", 0), "positive": ("pos", 0), "negative": ("neg", 0), "latent_image": ("lat", 0),
+                "seed": 42, "steps": 30, "cfg": 6.0, "sampler_name": "uni_pc", "scheduler": "simple",
+                "inversion_cfg": 0.0, "zigzag_steps": 29, "rounds": 1, "inversion": "published"}},
+    ksampler("ks", ("ms", 0), ("pos", 0), ("neg", 0), ("lat", 0), [760, 420], "standard sampling (same seed)",
+             steps=30, cfg=6.0, sampler_name="uni_pc", scheduler="simple"),
+    *decode_video("zz", ("zz", 0), ("vae", 0), "zsampling_wan", [1140, 0]),
+    *decode_video("ks", ("ks", 0), ("vae", 0), "standard_wan", [1140, 420]),
+]}
+
+
 # --------------------------------------------------------------------------- W2SD
 
 W2SD_LORA = {"nodes": [
@@ -329,6 +410,8 @@ Models:
 
 SPECS = {
     "zsampling_sdxl": ZSAMPLING,
+    "zsampling_flux": ZSAMPLING_FLUX,
+    "zsampling_wan21_t2v": ZSAMPLING_WAN,
     "w2sd_lora_sdxl": W2SD_LORA,
     "w2sd_controlnet_sdxl": W2SD_CONTROLNET,
     "swg_sd15": swg_spec("sd15"),
