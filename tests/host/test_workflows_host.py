@@ -8,7 +8,7 @@
   same graph. The server's own validation of each API twin fails only on the
   model files this machine does not have.
 * Every API workflow runs end to end with the model loaders pointed at tiny
-  models (ComfyUI's own SD1.5 / SDXL UNet, VAE and ControlNet classes at reduced
+  models (ComfyUI's own SD1.5 / SDXL UNet, Flux and Wan 2.1 transformers, VAE and ControlNet classes at reduced
   size, seeded, through the test node pack; text encoders replaced by seeded
   conditionings; LoRA, ImageReward and image files written into the server's
   folders), at 64 px; the outputs exist and are finite."""
@@ -25,7 +25,8 @@ import imagereward_tiny as tiny
 
 WF_DIR = hostlib.REPO_ROOT / "workflows"
 UI_FILES = sorted(p.name for p in WF_DIR.glob("*.json"))
-FILE_INPUTS = {"ckpt_name", "lora_name", "unet_name", "control_net_name", "image", "vae_name"}
+FILE_INPUTS = {"ckpt_name", "lora_name", "unet_name", "control_net_name", "image", "vae_name", "clip_name",
+               "clip_name1", "clip_name2"}
 
 
 def _tool():
@@ -126,7 +127,8 @@ def test_server_rejects_api_twin_only_for_missing_model_files(comfy_server, name
 # --------------------------------------------------------------------------- end to end on tiny models
 
 def _family(filename: str) -> str:
-    return "sdxl" if "xl" in filename.lower() else "sd15"
+    name = filename.lower()
+    return "flux" if "flux" in name else "wan21" if "wan" in name else "sdxl" if "xl" in name else "sd15"
 
 
 def tiny_graph(api: dict) -> dict:
@@ -144,19 +146,30 @@ def tiny_graph(api: dict) -> dict:
             g[nid] = {"class_type": "ReflectTestTinyModel",
                       "inputs": {"family": fam[nid], "prediction": "eps", "seed": int(nid), "flow_shift": 3.0}}
             g[nid + "0"] = {"class_type": "ReflectTestTinyVAE", "inputs": {"seed": 0}}
+    # separate text encoders and VAE files (Flux, Wan): the conditionings come from the model, the VAE is tiny
+    clip_src = {nid: next(iter(fam)) for nid, n in g.items() if n["class_type"] in ("CLIPLoader", "DualCLIPLoader")}
+    for nid in clip_src:
+        del g[nid]
+    for nid, n in list(g.items()):
+        if n["class_type"] == "VAELoader":
+            vae_fam = next(iter(fam.values()))
+            g[nid] = {"class_type": "ReflectTestTinyVAE",
+                      "inputs": {"seed": 0, "family": vae_fam if vae_fam in ("flux", "wan21") else "sd15"}}
     for nid, n in list(g.items()):
         ct, inp = n["class_type"], n["inputs"]
         for k, v in inp.items():
             if isinstance(v, list) and v[0] in fam and v[1] == 2:
                 inp[k] = [v[0] + "0", 0]
         if ct in ("CLIPTextEncode", "CLIPTextEncodeSDXLRefiner"):
-            src = inp["clip"][0]
+            src = clip_src.get(inp["clip"][0], inp["clip"][0])
             size = 64 if fam[src] == "sdxl" else 0
             g[nid] = {"class_type": "ReflectTestConditioning",
                       "inputs": {"model": [src, 0], "seed": zlib.crc32(inp["text"].encode()) % 1000, "batch": 1,
                                  "tokens": 77, "scale": 1.0, "width": size, "height": size}}
-        elif ct == "EmptyLatentImage":
+        elif ct in ("EmptyLatentImage", "EmptySD3LatentImage"):
             inp.update(width=64, height=64)
+        elif ct == "EmptyHunyuanLatentVideo":
+            inp.update(width=64, height=64, length=5)  # 2 latent frames
         elif ct == "SlidingWindowGuidance" and inp.get("crop_units") == "pixels":
             inp["crop_width"] = max(8, round(inp["crop_width"] * shrink))  # the same share of the smaller image
         elif ct == "ControlNetLoader":
