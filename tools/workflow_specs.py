@@ -75,6 +75,17 @@ Models: {MODELS_SDXL}
 ]}
 
 
+
+def zigzag_and_ksampler(model, positive, negative, title, steps, cfg, sampler_name, scheduler, zigzag_steps,
+                        inversion):
+    """ZigzagKSampler "zz" (inversion_cfg 0, 1 round) and KSampler "ks" beside it with the same seed and settings."""
+    kw = dict(steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler)
+    return [{"id": "zz", "type": "ZigzagKSampler", "pos": [760, 0], "title": title,
+             "inputs": {"model": model, "positive": positive, "negative": negative, "latent_image": ("lat", 0),
+                        "seed": 42, **kw, "inversion_cfg": 0.0, "zigzag_steps": zigzag_steps, "rounds": 1,
+                        "inversion": inversion}},
+            ksampler("ks", model, positive, negative, ("lat", 0), [760, 420], "standard sampling (same seed)", **kw)]
+
 FLUX_DEV, FLUX_CLIP_L, FLUX_T5, FLUX_VAE = ("flux1-dev.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors",
                                           "ae.safetensors")
 WAN_T2V, WAN_TE, WAN_VAE = ("wan2.1_t2v_1.3B_fp16.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
@@ -106,12 +117,8 @@ Models:
     text("neg", ("clip", 0), NEGATIVE, [360, 340], "negative (the zag's)"),
     {"id": "lat", "type": "EmptySD3LatentImage", "pos": [360, 560],
      "inputs": {"width": 1024, "height": 1024, "batch_size": 1}},
-    {"id": "zz", "type": "ZigzagKSampler", "pos": [760, 0], "title": "Z-Sampling (Flux dev)",
-     "inputs": {"model": ("unet", 0), "positive": ("fg", 0), "negative": ("neg", 0), "latent_image": ("lat", 0),
-                "seed": 42, "steps": 20, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
-                "inversion_cfg": 0.0, "zigzag_steps": 19, "rounds": 1, "inversion": "paper"}},
-    ksampler("ks", ("unet", 0), ("fg", 0), ("neg", 0), ("lat", 0), [760, 420], "standard sampling (same seed)",
-             steps=20, cfg=1.0, sampler_name="euler", scheduler="simple"),
+    *zigzag_and_ksampler(("unet", 0), ("fg", 0), ("neg", 0), "Z-Sampling (Flux dev)", 20, 1.0, "euler", "simple",
+                         19, "paper"),
     *decode_save("zz", ("zz", 0), ("vae", 0), "zsampling_flux", [1140, 0]),
     *decode_save("ks", ("ks", 0), ("vae", 0), "standard_flux", [1140, 420]),
 ]}
@@ -145,12 +152,8 @@ Models:
     text("neg", ("clip", 0), WAN_NEGATIVE, [360, 240], "negative"),
     {"id": "lat", "type": "EmptyHunyuanLatentVideo", "pos": [360, 480],
      "inputs": {"width": 832, "height": 480, "length": 33, "batch_size": 1}},
-    {"id": "zz", "type": "ZigzagKSampler", "pos": [760, 0], "title": "Z-Sampling (Wan 2.1 T2V)",
-     "inputs": {"model": ("ms", 0), "positive": ("pos", 0), "negative": ("neg", 0), "latent_image": ("lat", 0),
-                "seed": 42, "steps": 30, "cfg": 6.0, "sampler_name": "uni_pc", "scheduler": "simple",
-                "inversion_cfg": 0.0, "zigzag_steps": 29, "rounds": 1, "inversion": "published"}},
-    ksampler("ks", ("ms", 0), ("pos", 0), ("neg", 0), ("lat", 0), [760, 420], "standard sampling (same seed)",
-             steps=30, cfg=6.0, sampler_name="uni_pc", scheduler="simple"),
+    *zigzag_and_ksampler(("ms", 0), ("pos", 0), ("neg", 0), "Z-Sampling (Wan 2.1 T2V)", 30, 6.0, "uni_pc", "simple",
+                         29, "published"),
     *decode_video("zz", ("zz", 0), ("vae", 0), "zsampling_wan", [1140, 0]),
     *decode_video("ks", ("ks", 0), ("vae", 0), "standard_wan", [1140, 420]),
 ]}
