@@ -60,11 +60,15 @@ def family_model(family, seed=0):
     return _MODELS[(family, seed)]
 
 
+def cell(family, model=None):
+    """A family's model (seed 0 unless given), positive / negative conditionings and empty latent."""
+    return {"family": family, "model": model or family_model(family, 0), "pos": hostlib.family_conditioning(family, 1),
+            "neg": hostlib.family_conditioning(family, 2), "latent": hostlib.family_latent(family, batch=BATCH)}
+
+
 @pytest.fixture(scope="module", params=FAMILIES)
 def fam(request, comfy_env):
-    family = request.param
-    return {"family": family, "model": family_model(family, 0), "pos": hostlib.family_conditioning(family, 1),
-            "neg": hostlib.family_conditioning(family, 2), "latent": hostlib.family_latent(family, batch=BATCH)}
+    return cell(request.param)
 
 
 class CountItems:
@@ -125,11 +129,12 @@ def reflection(pack, f, reflect_steps, seed=0, weak_seed=1, strong_cfg=CFG, weak
                             weak_model=family_model(f["family"], weak_seed))[0]["samples"]
 
 
-def swg_model(pack, f, scale, crops=2):
+def swg_model(pack, f, scale, crops=2, crops_t=1):
     crop = 8  # of a 16 x 16 latent: a multiple of every family's patch size (2 or 1)
     return hostlib.run_node(pack.nodes.swg.SlidingWindowGuidance, model=f["model"], scale=scale, crop_width=crop,
                             crop_height=0, crop_units="latent", crops_x=crops, crops_y=0, masked=False,
-                            mask_with_cfg=False, crop_conditioning="auto", start_percent=0.0, end_percent=1.0)[0]
+                            mask_with_cfg=False, crop_conditioning="auto", start_percent=0.0, end_percent=1.0,
+                            crops_t=crops_t, crop_frames=0)[0]
 
 
 def check_result(f, out, ref_shape):
@@ -230,6 +235,46 @@ def test_sliding_window_guidance(pack, fam):
     assert rel(out, plain) > 1e-4
 
 
+@pytest.mark.parametrize("family", hostlib.VIDEO_FAMILIES)
+def test_sliding_window_guidance_temporal_windows(pack, family):
+    """Video: crops_t = 2 adds windows along time (here 1 latent frame each) to the 2 x 2 spatial ones."""
+    f = cell(family)
+    whole = ksampler(f, model=swg_model(pack, f, 1.0), seed=10)
+    with CountItems(f["model"]) as c:
+        out = ksampler(f, model=swg_model(pack, f, 1.0, crops_t=2), seed=10)
+    check_result(f, out, whole.shape)
+    assert c.items == BATCH * STEPS * (2 + 2 * 2 * 2), c.items
+    assert rel(out, whole) > 1e-4
+
+
+# the shipped workflows' settings (workflows/zsampling_flux.json, zsampling_wan21_t2v.json) at test size
+SHIPPED = {"flux": dict(cfg=1.0, sampler="euler", inversion="paper"),
+           "wan21": dict(cfg=6.0, sampler="uni_pc", inversion="published")}
+
+
+@pytest.mark.parametrize("family", sorted(SHIPPED))
+def test_shipped_workflow_settings(Z, pack, family):
+    s = SHIPPED[family]
+    f = cell(family)
+
+    def run(lam, seed=4):
+        return hostlib.run_node(Z.ZigzagKSampler, model=f["model"], seed=seed, steps=STEPS, cfg=s["cfg"],
+                                sampler_name=s["sampler"], scheduler="simple", positive=f["pos"], negative=f["neg"],
+                                latent_image=f["latent"], denoise=1.0, inversion_cfg=0.0, zigzag_steps=lam,
+                                rounds=1, inversion=s["inversion"])[0]["samples"]
+    plain = hostlib.ksampler(f["model"], f["pos"], f["neg"], f["latent"], seed=4, steps=STEPS, cfg=s["cfg"],
+                             sampler_name=s["sampler"], scheduler="simple")["samples"]
+    assert torch.equal(run(0), plain)
+    lam = STEPS - 1
+    with CountItems(f["model"]) as c:
+        out = run(lam)
+    check_result(f, out, plain.shape)
+    # Flux at cfg 1: one branch per zig, the zag on the negative prompt alone (inversion 'paper', inversion_cfg 0)
+    per_image = submodule(pack, "samplers.zigzag").evaluations(STEPS, lam, 1, s["cfg"], 0.0, s["inversion"])["minimal"]
+    assert c.items == BATCH * per_image, (c.items, per_image)
+    assert torch.equal(run(lam), out) and rel(out, plain) > 1e-4
+
+
 # --------------------------------------------------------------------------- flow families: zig then zag
 
 def constant_velocity_model(family, seed=0):
@@ -252,8 +297,7 @@ def test_flow_round_trip(Z, family, inversion):
     up by sigma_1 - sigma_2 instead, so the start moves by (2 sigma_1 - sigma_0 - sigma_2) v, exactly."""
     import comfy.sample
 
-    f = {"family": family, "model": constant_velocity_model(family), "pos": hostlib.family_conditioning(family, 1),
-         "neg": hostlib.family_conditioning(family, 2), "latent": hostlib.family_latent(family, batch=BATCH)}
+    f = cell(family, constant_velocity_model(family))
     plain = ksampler(f, seed=12)
     # gamma_1 = gamma_2, one reflected step
     out = zigzag_ksampler(Z, f, 1, seed=12, g2=CFG, inversion=inversion)
