@@ -275,6 +275,27 @@ def test_shipped_workflow_settings(Z, pack, family):
     assert torch.equal(run(lam), out) and rel(out, plain) > 1e-4
 
 
+# --------------------------------------------------------------------------- refusals across families
+
+def test_models_of_another_family_are_refused_naming_the_latent_formats(Z, pack):
+    """A weak model (W2SD, SWG) or a latent of another family is refused before sampling, naming both
+    formats / channel counts, never run into a shape error or a silently wrong result."""
+    flux, wan = cell("flux"), cell("wan21")
+    with pytest.raises(ValueError, match=r"(?s)latent format.*Wan21|Wan21.*latent format"):
+        hostlib.run_node(pack.nodes.w2sd.WeakStrongReflection, model=flux["model"], positive=flux["pos"],
+                         negative=flux["neg"], cfg=CFG, strong_cfg=CFG, weak_cfg=1.0, seed=0, steps=STEPS,
+                         sampler_name="euler", scheduler="simple", latent_image=flux["latent"], denoise=1.0,
+                         reflect_steps=-1, inversion="published", strong_model=flux["model"],
+                         weak_model=wan["model"])
+    with pytest.raises(ValueError, match=r"weak_model.*Wan21.*Flux"):
+        hostlib.run_node(pack.nodes.swg.SlidingWindowGuidance, model=flux["model"], scale=1.0, crop_width=8,
+                         crop_height=0, crop_units="latent", crops_x=2, crops_y=0, masked=False, mask_with_cfg=False,
+                         crop_conditioning="auto", start_percent=0.0, end_percent=1.0, weak_model=wan["model"])
+    # a (non-empty) SD latent, 4 channels, on Flux (16)
+    with pytest.raises(ValueError, match=r"latent_image.*4 channels.*16"):
+        zigzag_ksampler(Z, dict(flux, latent=hostlib.family_latent("sd15", batch=BATCH, seed=1)), STEPS - 1)
+
+
 # --------------------------------------------------------------------------- flow families: zig then zag
 
 def constant_velocity_model(family, seed=0):
