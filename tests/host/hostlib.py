@@ -436,9 +436,9 @@ def flux_conditioning(seed: int = 0, guidance: float = 3.5, batch: int = 1) -> l
 
 
 # The family matrix (tests/host/test_families_host.py): every family ComfyUI 0.3.64 and 0.17 both build.
-MODEL_FAMILIES = ("sd15", "sd2_v", "sdxl", "sd3", "flux", "lumina2", "qwen_image", "wan21", "ltxv")
-FLOW_FAMILIES = ("sd3", "flux", "lumina2", "qwen_image", "wan21", "ltxv")
-VIDEO_FAMILIES = ("wan21", "ltxv")
+MODEL_FAMILIES = ("sd15", "sd2_v", "sdxl", "sd3", "flux", "lumina2", "qwen_image", "wan21", "ltxv", "hunyuan_video")
+FLOW_FAMILIES = ("sd3", "flux", "lumina2", "qwen_image", "wan21", "ltxv", "hunyuan_video")
+VIDEO_FAMILIES = ("wan21", "ltxv", "hunyuan_video")
 
 
 def build_family(family: str, seed: int = 0):

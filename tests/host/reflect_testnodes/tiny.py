@@ -403,6 +403,12 @@ FAMILY_CONFIGS = {
         freq_dim=256, text_dim=TINY_CONTEXT, out_dim=16, num_heads=2, num_layers=1, window_size=(-1, -1),
         qk_norm=True, cross_attn_norm=True, eps=1e-6),
         16, True, {}),
+    "hunyuan_video": ("HunyuanVideo", "HunyuanVideo", dict(
+        image_model="hunyuan_video", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=TINY_CONTEXT,
+        hidden_size=128, mlp_ratio=2.0, num_heads=1, depth=1, depth_single_blocks=1, axes_dim=[16, 56, 56],
+        theta=256, patch_size=[1, 2, 2], qkv_bias=True, guidance_embed=True, byt5=False, meanflow=False,
+        use_cond_type_embedding=False, vision_in_dim=None, meanflow_sum=False),
+        16, True, {"pooled": 768, "guidance": 6.0}),
     "ltxv": ("LTXV", "LTXV", dict(
         image_model="ltxv", in_channels=128, cross_attention_dim=64, attention_head_dim=32, num_attention_heads=2,
         caption_channels=TINY_CONTEXT, num_layers=1),
@@ -419,7 +425,14 @@ def build_tiny_family(name: str, seed: int = 0, load_device: str | None = None):
     import comfy.supported_models as sm
 
     sm_name, mb_name, uc, _ch, _video, _extra = FAMILY_CONFIGS[name]
-    cfg = getattr(sm, sm_name)(dict(uc))
+    uc = dict(uc)
+    if name == "hunyuan_video":  # only the fields this ComfyUI's HunyuanVideoParams has
+        import dataclasses
+
+        import comfy.ldm.hunyuan_video.model as hv
+        names = {f.name for f in dataclasses.fields(hv.HunyuanVideoParams)}
+        uc = {k: v for k, v in uc.items() if k in names or k == "image_model"}
+    cfg = getattr(sm, sm_name)(uc)
     cfg.set_inference_dtype(torch.float32, None)
     cpu = torch.device("cpu")
     model = getattr(comfy.model_base, mb_name)(cfg, device=cpu)
@@ -526,8 +539,8 @@ def build_tiny_family_vae(family: str = "sd15", seed: int = 0):
 
 
 FAMILY_OF_CLASS = {"Flux": "flux", "SD3": "sd3", "Lumina2": "lumina2", "QwenImage": "qwen_image", "WAN21": "wan21",
-                   "LTXV": "ltxv"}
-ALL_FAMILIES = ("sd15", "sd2_v", "sdxl", "sd3", "flux", "lumina2", "qwen_image", "wan21", "ltxv")
+                   "LTXV": "ltxv", "HunyuanVideo": "hunyuan_video"}
+ALL_FAMILIES = ("sd15", "sd2_v", "sdxl", "sd3", "flux", "lumina2", "qwen_image", "wan21", "ltxv", "hunyuan_video")
 
 
 def build_family_model(family: str, seed: int = 0):
