@@ -25,7 +25,7 @@ FLOW = hostlib.FLOW_FAMILIES
 STEPS, CFG, BATCH = 3, 3.0, 2
 # the output projection of each flow family's network (its final Linear, before unpatchify)
 OUTPUT_LAYER = {"sd3": "final_layer.linear", "flux": "final_layer.linear", "lumina2": "final_layer.linear",
-                "qwen_image": "proj_out", "wan21": "head.head", "ltxv": "proj_out"}
+                "qwen_image": "proj_out", "wan21": "head.head", "ltxv": "proj_out", "hunyuan_video": "final_layer.linear"}
 
 
 def scheduler_of(family):
