@@ -444,7 +444,8 @@ VIDEO_FAMILIES = ("wan21", "ltxv", "hunyuan_video")
 def build_family(family: str, seed: int = 0):
     """A tiny seeded MODEL of one of ``MODEL_FAMILIES`` from ComfyUI's own supported_models / model_base
     classes: sd15 (eps), sd2_v (SD20, v-prediction), sdxl, sd3 (MMDiT), flux, lumina2, qwen_image, wan21
-    (text-to-video, latent [B, 16, T, H, W]), ltxv (latent [B, 128, T, H, W]). See reflect_testnodes/tiny.py."""
+    (text-to-video, latent [B, 16, T, H, W]), ltxv (latent [B, 128, T, H, W]), hunyuan_video
+    (latent [B, 16, T, H, W]). See reflect_testnodes/tiny.py."""
     if family not in MODEL_FAMILIES:
         raise ValueError(f"family must be one of {MODEL_FAMILIES}, got {family!r}")
     return _tiny().build_family_model(family, seed)

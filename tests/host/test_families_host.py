@@ -2,7 +2,7 @@
 
 Families (hostlib.MODEL_FAMILIES, built from ComfyUI's own supported_models / model_base classes with seeded
 weights): SD1.5 (eps), SD2 (v-prediction), SDXL, SD3 (MMDiT), Flux, Lumina 2, Qwen-Image, Wan 2.1 text-to-video
-(latent [B, 16, T, H, W]) and LTXV (latent [B, 128, T, H, W]), each with its conditioning layout (context,
+(latent [B, 16, T, H, W]), LTXV (latent [B, 128, T, H, W]) and HunyuanVideo ([B, 16, T, H, W]), each with its conditioning layout (context,
 pooled output, Flux guidance, LTXV frame rate and token mask).
 
 Nodes: ZigzagKSampler, SamplerZigzag + SamplerCustomAdvanced, WeakStrongReflection (two differently seeded

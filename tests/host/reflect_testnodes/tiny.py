@@ -418,8 +418,8 @@ FAMILY_CONFIGS = {
 
 def build_tiny_family(name: str, seed: int = 0, load_device: str | None = None):
     """A ``ModelPatcher`` of a tiny seeded model of a ComfyUI family in ``FAMILY_CONFIGS`` (SD3 MMDiT,
-    Lumina 2, Qwen-Image, Wan 2.1 text-to-video, LTXV): ComfyUI's ``supported_models.<config>`` on the tiny
-    unet_config, fp32, built as ``model_base.<class>`` (its own default model type: flow / FLUX-style
+    Lumina 2, Qwen-Image, Wan 2.1 text-to-video, LTXV, HunyuanVideo): ComfyUI's ``supported_models.<config>`` on the tiny
+    unet_config (HunyuanVideo: the fields its params class has), fp32, built as ``model_base.<class>`` (its own default model type: flow / FLUX-style
     flow with the family's shift) and loaded with ``seeded_state_dict`` (strict)."""
     import comfy.model_base
     import comfy.supported_models as sm
