@@ -436,14 +436,15 @@ def flux_conditioning(seed: int = 0, guidance: float = 3.5, batch: int = 1) -> l
 
 
 # The family matrix (tests/host/test_families_host.py): every family ComfyUI 0.3.64 and 0.17 both build.
-MODEL_FAMILIES = ("sd15", "sd2_v", "sdxl", "sd3", "flux", "lumina2", "qwen_image", "wan21", "ltxv", "hunyuan_video")
-FLOW_FAMILIES = ("sd3", "flux", "lumina2", "qwen_image", "wan21", "ltxv", "hunyuan_video")
+MODEL_FAMILIES = ("sd15", "sd2_v", "sdxl", "sd3", "flux", "chroma", "lumina2", "qwen_image", "wan21", "ltxv",
+                  "hunyuan_video")
+FLOW_FAMILIES = ("sd3", "flux", "chroma", "lumina2", "qwen_image", "wan21", "ltxv", "hunyuan_video")
 VIDEO_FAMILIES = ("wan21", "ltxv", "hunyuan_video")
 
 
 def build_family(family: str, seed: int = 0):
     """A tiny seeded MODEL of one of ``MODEL_FAMILIES`` from ComfyUI's own supported_models / model_base
-    classes: sd15 (eps), sd2_v (SD20, v-prediction), sdxl, sd3 (MMDiT), flux, lumina2, qwen_image, wan21
+    classes: sd15 (eps), sd2_v (SD20, v-prediction), sdxl, sd3 (MMDiT), flux, chroma, lumina2, qwen_image, wan21
     (text-to-video, latent [B, 16, T, H, W]), ltxv (latent [B, 128, T, H, W]), hunyuan_video
     (latent [B, 16, T, H, W]). See reflect_testnodes/tiny.py."""
     if family not in MODEL_FAMILIES:

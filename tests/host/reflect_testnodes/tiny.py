@@ -403,6 +403,11 @@ FAMILY_CONFIGS = {
         freq_dim=256, text_dim=TINY_CONTEXT, out_dim=16, num_heads=2, num_layers=1, window_size=(-1, -1),
         qk_norm=True, cross_attn_norm=True, eps=1e-6),
         16, True, {}),
+    "chroma": ("Chroma", "Chroma", dict(
+        image_model="chroma", in_channels=64, out_channels=64, context_in_dim=TINY_CONTEXT, hidden_size=64,
+        mlp_ratio=2.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[8, 12, 12], theta=10000, patch_size=2,
+        qkv_bias=True, in_dim=64, out_dim=64, hidden_dim=64, n_layers=1, txt_ids_dims=[], vec_in_dim=None),
+        16, False, {"pooled_output": None}),  # Chroma's T5-only encoder has no pooled output
     "hunyuan_video": ("HunyuanVideo", "HunyuanVideo", dict(
         image_model="hunyuan_video", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=TINY_CONTEXT,
         hidden_size=128, mlp_ratio=2.0, num_heads=1, depth=1, depth_single_blocks=1, axes_dim=[16, 56, 56],
@@ -418,7 +423,7 @@ FAMILY_CONFIGS = {
 
 def build_tiny_family(name: str, seed: int = 0, load_device: str | None = None):
     """A ``ModelPatcher`` of a tiny seeded model of a ComfyUI family in ``FAMILY_CONFIGS`` (SD3 MMDiT,
-    Lumina 2, Qwen-Image, Wan 2.1 text-to-video, LTXV, HunyuanVideo): ComfyUI's ``supported_models.<config>`` on the tiny
+    Chroma, Lumina 2, Qwen-Image, Wan 2.1 text-to-video, LTXV, HunyuanVideo): ComfyUI's ``supported_models.<config>`` on the tiny
     unet_config (HunyuanVideo: the fields its params class has), fp32, built as ``model_base.<class>`` (its own default model type: flow / FLUX-style
     flow with the family's shift) and loaded with ``seeded_state_dict`` (strict)."""
     import comfy.model_base
@@ -426,11 +431,13 @@ def build_tiny_family(name: str, seed: int = 0, load_device: str | None = None):
 
     sm_name, mb_name, uc, _ch, _video, _extra = FAMILY_CONFIGS[name]
     uc = dict(uc)
-    if name == "hunyuan_video":  # only the fields this ComfyUI's HunyuanVideoParams has
+    if name in ("hunyuan_video", "chroma"):  # only the fields this ComfyUI's params class has
         import dataclasses
 
+        import comfy.ldm.chroma.model as chroma
         import comfy.ldm.hunyuan_video.model as hv
-        names = {f.name for f in dataclasses.fields(hv.HunyuanVideoParams)}
+        params = hv.HunyuanVideoParams if name == "hunyuan_video" else chroma.ChromaParams
+        names = {f.name for f in dataclasses.fields(params)}
         uc = {k: v for k, v in uc.items() if k in names or k == "image_model"}
     cfg = getattr(sm, sm_name)(uc)
     cfg.set_inference_dtype(torch.float32, None)
@@ -539,8 +546,9 @@ def build_tiny_family_vae(family: str = "sd15", seed: int = 0):
 
 
 FAMILY_OF_CLASS = {"Flux": "flux", "SD3": "sd3", "Lumina2": "lumina2", "QwenImage": "qwen_image", "WAN21": "wan21",
-                   "LTXV": "ltxv", "HunyuanVideo": "hunyuan_video"}
-ALL_FAMILIES = ("sd15", "sd2_v", "sdxl", "sd3", "flux", "lumina2", "qwen_image", "wan21", "ltxv", "hunyuan_video")
+                   "LTXV": "ltxv", "HunyuanVideo": "hunyuan_video", "Chroma": "chroma"}
+ALL_FAMILIES = ("sd15", "sd2_v", "sdxl", "sd3", "flux", "chroma", "lumina2", "qwen_image", "wan21", "ltxv",
+                "hunyuan_video")
 
 
 def build_family_model(family: str, seed: int = 0):
