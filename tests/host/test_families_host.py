@@ -1,7 +1,7 @@
 """The model-family matrix: every node of the pack on a tiny model of each ComfyUI family (COMFYUI_PATH).
 
 Families (hostlib.MODEL_FAMILIES, built from ComfyUI's own supported_models / model_base classes with seeded
-weights): SD1.5 (eps), SD2 (v-prediction), SDXL, SD3 (MMDiT), Flux, Lumina 2, Qwen-Image, Wan 2.1 text-to-video
+weights): SD1.5 (eps), SD2 (v-prediction), SDXL, SD3 (MMDiT), Flux, Chroma, Lumina 2, Qwen-Image, Wan 2.1 text-to-video
 (latent [B, 16, T, H, W]), LTXV (latent [B, 128, T, H, W]) and HunyuanVideo ([B, 16, T, H, W]), each with its conditioning layout (context,
 pooled output, Flux guidance, LTXV frame rate and token mask).
 
@@ -24,7 +24,8 @@ FAMILIES = hostlib.MODEL_FAMILIES
 FLOW = hostlib.FLOW_FAMILIES
 STEPS, CFG, BATCH = 3, 3.0, 2
 # the output projection of each flow family's network (its final Linear, before unpatchify)
-OUTPUT_LAYER = {"sd3": "final_layer.linear", "flux": "final_layer.linear", "lumina2": "final_layer.linear",
+OUTPUT_LAYER = {"sd3": "final_layer.linear", "flux": "final_layer.linear", "chroma": "final_layer.linear",
+                "lumina2": "final_layer.linear",
                 "qwen_image": "proj_out", "wan21": "head.head", "ltxv": "proj_out", "hunyuan_video": "final_layer.linear"}
 
 
