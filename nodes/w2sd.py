@@ -8,17 +8,19 @@
 * ``WeakStrongReflectionLoRA``: the paper's main use, one MODEL and one LoRA
   file at three strengths.
 
-How the sides run. Every side is evaluated in its own guider context, exactly
-as ComfyUI would sample with it alone (its conditionings processed on their own,
-ControlNets and hooks loaded, its model_options and wrappers): the contexts are
-opened one inside the other (strong, weak, then main, which runs the sampler).
-Sides whose MODELs are different checkpoints are loaded together (each one's
-patcher lists the others as additional models, so loading one never evicts
-another). Sides whose MODELs are patches of one checkpoint (LoRA loaders at
-different strengths) cannot be loaded side by side in ComfyUI (they share the
-weights in memory), so the main side's weights are loaded as usual and the other
-sides add their weight difference at forward time (``samplers.w2sd.WeightSwitch``):
-switching costs nothing, and memory grows by the LoRA's own weights only.
+How the sides run. ``WeakStrongGuider`` is one CFGGuider (as ComfyUI's
+DualCFGGuider): it holds every side's conditionings under a prefix, so ComfyUI
+processes them as a guider's conds (hooks, areas, ControlNets loaded, pre_run and
+cleanup), and its ``predict_noise`` evaluates the side that the W2SD sampler
+names in the evaluation's model_options, with that side's guider logic, conds,
+cfg and model_options. Sides whose MODELs are different checkpoints are loaded
+together (the main one lists the others as additional models, so loading one
+never evicts another) and their conds are processed with their own model. Sides
+whose MODELs are patches of one checkpoint (LoRA loaders at different strengths)
+cannot be loaded side by side in ComfyUI (they share the weights in memory), so
+the main side's weights are loaded as usual and the other sides add their weight
+difference at forward time (``weights.switch.WeightSwitch``): switching costs two
+thin layers per patched layer, and memory grows by the LoRA's own weights only.
 """
 
 from __future__ import annotations
@@ -33,33 +35,21 @@ import comfy.samplers
 import folder_paths
 from comfy_api.latest import io
 
-from ..samplers import w2sd
 from ..samplers import zigzag as zz
+from ..weights.switch import WeightSwitch
 from . import compat as glue
-from .zigzag import CATEGORY, INVERSION_TOOLTIP, REFERENCE_SCHEDULER, ZigzagSampler, model_calls, schedule
+from .zigzag import (CATEGORY, INVERSION_TOOLTIP, REFERENCE_SCHEDULER, ZigzagSampler, model_calls, schedule,
+                     validate_reflection)
 
 SIDES = ("strong", "weak", "main")
 SIDE_KEY = "w2sd_side"  # model_options entry naming the side of an evaluation
+GUIDER_INPUTS = {"strong": "strong", "weak": "weak", "main": "main"}  # input names of the sides on each node
+MODEL_INPUTS = {"strong": "strong_model", "weak": "weak_model", "main": "model"}
 
 
 # ---------------------------------------------------------------------------
 # Weight differences between patches of one checkpoint
 # ---------------------------------------------------------------------------
-
-def _lora_weights(adapter):
-    """(up, down, alpha, mid, dora_scale, reshape) of a LoRA patch, or None."""
-    if getattr(adapter, "name", None) == "lora" and hasattr(adapter, "weights"):
-        return adapter.weights
-    if isinstance(adapter, tuple) and len(adapter) == 2 and adapter[0] == "lora":
-        return adapter[1]
-    return None
-
-
-def _diff_weights(adapter):
-    if isinstance(adapter, tuple) and len(adapter) == 2 and adapter[0] == "diff":
-        return adapter[1][0]
-    return None
-
 
 def _same_tensor(a, b) -> bool:
     if a is b:
@@ -72,10 +62,10 @@ def _same_tensor(a, b) -> bool:
 def _same_adapter(a, b) -> bool:
     if a is b:
         return True
-    wa, wb = _lora_weights(a), _lora_weights(b)
+    wa, wb = glue.lora_weights(a), glue.lora_weights(b)
     if wa is not None and wb is not None:
         return all(_same_tensor(x, y) for x, y in zip(wa, wb))
-    da, db = _diff_weights(a), _diff_weights(b)
+    da, db = glue.diff_weights(a), glue.diff_weights(b)
     if da is not None and db is not None:
         return _same_tensor(da, db)
     return False
@@ -83,7 +73,8 @@ def _same_adapter(a, b) -> bool:
 
 def weight_difference(side_patches: dict, primary_patches: dict, side: str) -> list:
     """The weight patches of a side minus those of the primary patcher of the
-    same checkpoint, as ``[(key, adapter, coefficient, offset)]``.
+    same checkpoint (``compat.weight_patches``), as ``[(key, adapter,
+    coefficient, offset)]``.
 
     Patches present on both with the same parameters cancel; LoRA and 'diff'
     patches that differ only in strength become forward-time terms. Anything
@@ -93,8 +84,7 @@ def weight_difference(side_patches: dict, primary_patches: dict, side: str) -> l
     out = []
     for key in sorted(set(side_patches) | set(primary_patches)):
         sp, pp = list(side_patches.get(key, [])), list(primary_patches.get(key, []))
-        # cancel identical entries
-        for e in list(sp):
+        for e in list(sp):  # cancel identical entries
             for f in pp:
                 if e is f or (e[0] == f[0] and e[2:] == f[2:] and _same_adapter(e[1], f[1])):
                     sp.remove(e)
@@ -103,15 +93,14 @@ def weight_difference(side_patches: dict, primary_patches: dict, side: str) -> l
         terms = []  # [adapter, coef, offset]
         for sign, entries in ((1.0, sp), (-1.0, pp)):
             for strength, adapter, strength_model, offset, function in entries:
-                lw = _lora_weights(adapter)
-                dw = _diff_weights(adapter)
+                lw, dw = glue.lora_weights(adapter), glue.diff_weights(adapter)
                 if strength_model != 1.0 or function is not None or (lw is None and dw is None) \
                         or (lw is not None and (lw[4] is not None or lw[5] is not None)):
-                    kind = getattr(adapter, "name", None) or (adapter[0] if isinstance(adapter, tuple) else type(adapter).__name__)
                     raise ValueError(
-                        f"{side}_model differs from the model it shares its checkpoint with by a '{kind}' patch on "
-                        f"{key} that cannot be switched per evaluation (only plain LoRA/LoCon and diff patches "
-                        f"can). Load the {side} side from its own checkpoint, or use a plain LoRA.")
+                        f"{side}_model differs from the model it shares its checkpoint with by a "
+                        f"'{glue.patch_kind(adapter)}' patch on {key} that cannot be switched per evaluation (only "
+                        f"plain LoRA/LoCon and diff patches can). Load the {side} side from its own checkpoint, "
+                        f"or use a plain LoRA.")
                 if offset is not None and offset[0] != 0:
                     raise ValueError(f"{side}_model: patch on {key} has an offset on dimension {offset[0]}; "
                                      f"only output-channel offsets can be switched per evaluation")
@@ -126,7 +115,7 @@ def weight_difference(side_patches: dict, primary_patches: dict, side: str) -> l
     return out
 
 
-def add_terms(switch: w2sd.WeightSwitch, model: torch.nn.Module, terms: list, side: str) -> None:
+def add_terms(switch: WeightSwitch, model: torch.nn.Module, terms: list, side: str) -> None:
     """Register ``weight_difference`` terms of a side on the modules of ``model``."""
     for key, adapter, coef, off in terms:
         path, _, param = key.rpartition(".")
@@ -134,36 +123,21 @@ def add_terms(switch: w2sd.WeightSwitch, model: torch.nn.Module, terms: list, si
             module = model.get_submodule(path)
         except AttributeError:
             raise ValueError(f"{side}_model: patched weight {key} is not in the model") from None
-        lw = _lora_weights(adapter)
+        lw = glue.lora_weights(adapter)
         if lw is not None:
             up, down, alpha, mid = lw[:4]
             if param != "weight":
                 raise ValueError(f"{side}_model: LoRA patch on {key}, which is not a weight")
             switch.add_lora(module, {side: coef}, up, down, alpha=alpha, mid=mid, offset=off)
         elif param == "weight":
-            switch.add_dense(module, {side: coef}, weight=_diff_weights(adapter), offset=off)
+            switch.add_dense(module, {side: coef}, weight=glue.diff_weights(adapter), offset=off)
         else:
-            switch.add_dense(module, {side: coef}, bias=_diff_weights(adapter), offset=off)
+            switch.add_dense(module, {side: coef}, bias=glue.diff_weights(adapter), offset=off)
 
 
 # ---------------------------------------------------------------------------
 # Sampler and guider
 # ---------------------------------------------------------------------------
-
-class _SideEval:
-    """Evaluates one side's guider (open in its own context) with the
-    model_options given (that context's, see ``side_options``); quacks like
-    the guider for samplers that look inside ``model.inner_model``."""
-
-    def __init__(self, guider):
-        self.guider = guider
-
-    def __getattr__(self, name):
-        return getattr(self.guider, name)
-
-    def __call__(self, x, sigma, model_options=None, seed=None):
-        return self.guider.outer_predict_noise(x, sigma, model_options=model_options, seed=seed)
-
 
 POST_CFG = "sampler_post_cfg_function"
 CFG1_OFF = "disable_cfg1_optimization"
@@ -171,7 +145,7 @@ CFG1_OFF = "disable_cfg1_optimization"
 
 def side_options(side_opts: dict, main_opts: dict, call_opts: dict) -> dict:
     """A side's model_options for one evaluation: its own, plus the post-CFG
-    functions the sampler added for this call on top of the main context's
+    functions the sampler added for this call on top of the main side's
     (CFG++ samplers read the unconditional prediction through one), and the
     sampler's request for both branches at cfg 1 (which CFG++ makes with it)."""
     added = [f for f in call_opts.get(POST_CFG, []) if f not in main_opts.get(POST_CFG, [])]
@@ -186,118 +160,71 @@ def side_options(side_opts: dict, main_opts: dict, call_opts: dict) -> dict:
     return opts
 
 
-class _Dispatch:
-    """The sampler's model: routes each evaluation to the side named in its
-    model_options, with that side's weight differences switched on."""
-
-    def __init__(self, sides: dict, switches: list, side_opts: dict, owner):
-        self.sides, self.switches, self.side_opts, self.owner = sides, switches, side_opts, owner
-
-    def __getattr__(self, name):
-        return getattr(self.sides["main"], name)
-
-    def __call__(self, x, sigma, **kwargs):
-        call_opts = kwargs.get("model_options", {})
-        side = call_opts.get(SIDE_KEY, "main")
-        if side != "main":  # the side's own context, plus what the sampler added for this call
-            kwargs["model_options"] = side_options(self.side_opts[side], self.owner.base_options, call_opts)
-        with contextlib.ExitStack() as stack:
-            for s in self.switches:
-                stack.enter_context(s.active(side))
-            return self.sides[side](x, sigma, **kwargs)
-
-
 class W2SDSampler(ZigzagSampler):
-    """The reflection of W2SD around a base sampler, run inside the main side's
-    guider context: the first denoising of each reflected step by the strong
-    side, the inversion by the weak one, the denoising step by the main one."""
+    """The reflection of W2SD around a base sampler (Z-Sampling's, through its
+    hooks ``role_args``, ``evaluator`` and ``reflected_steps``): each evaluation's
+    model_options name its side, the first denoising of each reflected step
+    the strong side, the inversion the weak one, the denoising step the main one."""
 
-    def __init__(self, base, reflect_steps: int, inversion: str, reference_scaling: bool, side_contexts: dict,
-                 switches: list):
+    def __init__(self, base, reflect_steps: int, inversion: str, reference_scaling: bool):
         super().__init__(base, 0.0, max(reflect_steps, 0), 1, inversion, reference_scaling)
         self.reflect = int(reflect_steps)
-        self.side_contexts, self.switches = side_contexts, switches
 
     def reflected_steps(self, n_steps: int) -> int:
         return reflected_steps(n_steps, self.reflect)
 
     def evaluator(self, model_k):
-        sides, side_opts = {"main": model_k}, {}
-        for name, (guider, opts) in self.side_contexts.items():
-            k = copy.copy(model_k)  # KSamplerX0Inpaint: same noise, latent and mask, the side's guider
-            k.inner_model = _SideEval(guider)
-            sides[name], side_opts[name] = k, opts
-        return _Dispatch(sides, self.switches, side_opts, self)
+        return model_k  # the WeakStrongGuider inside it picks the side named in the options (no zag dispatch)
 
     def role_args(self, extra_args: dict) -> dict:
-        # what the sampler function adds to these options for a call (CFG++'s post-CFG hook) reaches every side
-        self.base_options = extra_args.get("model_options", {})
-
         def side(name):
-            args = dict(extra_args)
-            args["model_options"] = {**extra_args.get("model_options", {}), SIDE_KEY: name}
-            return args
+            return {**extra_args, "model_options": {**extra_args.get("model_options", {}), SIDE_KEY: name}}
         return {"zig": side("main"), "zag": side("weak"), "first": side("strong")}
-
-
-class _Continue:
-    """A 'sampler' that, inside a side's guider context, records the context's
-    model_options and opens the next context."""
-
-    def __init__(self, then):
-        self.then = then
-
-    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
-               disable_pbar=False):
-        self.then(model_wrap, extra_args)
-        return torch.zeros_like(noise)
-
-
-def _latent_format(patcher):
-    return type(patcher.get_model_object("latent_format"))
 
 
 class WeakStrongGuider(comfy.samplers.CFGGuider):
     """GUIDER running W2SD with three guiders (strong, weak, main) around the
-    SAMPLER it is given (e.g. 'ddim' from KSamplerSelect)."""
+    SAMPLER it is given (e.g. 'ddim' from KSamplerSelect). ``names``: the
+    input name of each side on the node that made it (for messages)."""
 
     def __init__(self, strong, weak, main, inversion: str = "published", reflect_steps: int = -1,
-                 reference_scaling: bool = False):
-        guiders = {"strong": strong, "weak": weak, "main": main}
-        for name, g in guiders.items():
+                 reference_scaling: bool = False, names: dict = GUIDER_INPUTS):
+        sides = {"strong": strong, "weak": weak, "main": main}
+        for name, g in sides.items():
             if not isinstance(g, comfy.samplers.CFGGuider):
-                raise ValueError(f"{name}: expected a GUIDER built on ComfyUI's CFGGuider (CFGGuider, BasicGuider, "
-                                 f"DualCFGGuider, ...), got {type(g).__name__}")
-        formats = {n: _latent_format(g.model_patcher) for n, g in guiders.items()}
+                raise ValueError(f"{names[name]}: expected a GUIDER built on ComfyUI's CFGGuider (CFGGuider, "
+                                 f"BasicGuider, DualCFGGuider, ...), got {type(g).__name__}")
+        formats = {n: glue.latent_format_name(g.model_patcher) for n, g in sides.items()}
         if len(set(formats.values())) > 1:
-            raise ValueError("strong, weak and main models must share one latent format, got "
-                             + ", ".join(f"{n}: {f.__name__}" for n, f in formats.items()))
+            raise ValueError(" / ".join(names[n] for n in SIDES) + ": strong, weak and main models must share one "
+                             "latent format, got " + ", ".join(f"{n}: {f}" for n, f in formats.items()))
         if inversion not in zz.INVERSION_MODES:
             raise ValueError(f"inversion must be one of {zz.INVERSION_MODES} (got {inversion!r})")
         super().__init__(main.model_patcher)
-        self.guiders = guiders
+        self.sides, self.model_options, self.cfg = sides, main.model_options, getattr(main, "cfg", 1.0)
         self.inversion, self.reflect_steps, self.reference_scaling = inversion, int(reflect_steps), reference_scaling
-        self.cfg = getattr(main, "cfg", 1.0)
-        self.original_conds = main.original_conds
-        self._plan = self._make_plan()  # at graph time: fails early on unswitchable differences
+        # every side's conds under its prefix (already converted by the side's own guider)
+        self.original_conds = {f"{n}:{k}": c for n, g in sides.items() for k, c in g.original_conds.items()}
+        self.primaries, self.terms = self._plan()  # at graph time: fails early on unswitchable differences
+        self._run = None
 
-    def _make_plan(self):
-        """Side guider copies on shared patchers, and the weight terms per side."""
-        primaries = {}  # id(model) -> (side, patcher)
+    def _plan(self):
+        """The first side on each checkpoint (its patcher is loaded), and the
+        weight-difference terms of the other sides on that checkpoint."""
+        primaries = {}  # id(BaseModel) -> (side, patcher)
         for name in ("main", "strong", "weak"):
-            p = self.guiders[name].model_patcher
-            primaries.setdefault(id(p.model), (name, p))
+            p = self.sides[name].model_patcher
+            primaries.setdefault(id(glue.base_model(p)), (name, p))
         terms = {}
-        for name, g in self.guiders.items():
-            owner, primary = primaries[id(g.model_patcher.model)]
+        for name, g in self.sides.items():
+            owner, primary = primaries[id(glue.base_model(g.model_patcher))]
             if g.model_patcher is primary or owner == name:
                 continue
-            p = g.model_patcher
-            if set(p.object_patches) != set(primary.object_patches) or any(
-                    p.object_patches[k] is not primary.object_patches[k] for k in p.object_patches):
+            p, q = glue.object_patches(g.model_patcher), glue.object_patches(primary)
+            if p.keys() != q.keys() or any(p[k] is not q[k] for k in p):
                 raise ValueError(f"{name}_model and {owner}_model are the same checkpoint with different object "
                                  f"patches (e.g. a different ModelSampling node); apply the same ones to both")
-            terms[name] = weight_difference(p.patches, primary.patches, name)
+            terms[name] = weight_difference(glue.weight_patches(g.model_patcher), glue.weight_patches(primary), name)
         return primaries, terms
 
     def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
@@ -305,56 +232,82 @@ class WeakStrongGuider(comfy.samplers.CFGGuider):
         glue.check_samples(latent_image, "latent_image")
         if sigmas.shape[-1] == 0:
             return latent_image
-        return glue.run_naming("latent_image", latent_image.shape, lambda: self._sample(
-            noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed))
-
-    def _sample(self, noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed):
-        primaries, terms = self._plan
-        clones = {k: (n, p.clone()) for k, (n, p) in primaries.items()}
-        for k, (_, c) in clones.items():
-            c.set_additional_models("w2sd", [o for kk, (_, o) in clones.items() if kk != k])
+        reflected_steps(sigmas.shape[-1] - 1, self.reflect_steps)
+        w2sd = W2SDSampler(sampler, self.reflect_steps, self.inversion, self.reference_scaling)
+        main = self.model_patcher
+        self.model_patcher = glue.with_models_loaded_together(
+            main, [p for k, (_, p) in self.primaries.items() if k != id(glue.base_model(main))])
         switches = {}
-        for name, ts in terms.items():
-            model = self.guiders[name].model_patcher.model
-            sw = switches.setdefault(id(model), w2sd.WeightSwitch())
-            add_terms(sw, model, ts, name)
-        sides = {}
-        for name, g in self.guiders.items():
-            c = copy.copy(g)
-            c.model_patcher = clones[id(g.model_patcher.model)][1]
-            if name != "main" and type(g) is comfy.samplers.CFGGuider and float(g.cfg) == 0.0:
-                # a reflection side at guidance 0 is the unconditional prediction: evaluate only that branch,
-                # as Z-Sampling's inversion does (ComfyUI's CFG skips a branch only at cfg 1; the main side
-                # stays KSampler's, so reflect_steps 0 is KSampler at any cfg)
-                c.model_options = glue.guidance_options(g.model_options, 0.0)
-            sides[name] = c
-        contexts, result = {}, []
-
-        def open_side(k):
-            name = SIDES[k]
-            if name == "main":
-                w = W2SDSampler(sampler, self.reflect_steps, self.inversion, self.reference_scaling, contexts,
-                                list(switches.values()))
-                result.append(sides[name].sample(noise, latent_image, w, sigmas, denoise_mask, callback,
-                                                 disable_pbar, seed))
-                return
-
-            def then(guider, extra_args):
-                contexts[name] = (guider, extra_args["model_options"])
-                open_side(k + 1)
-            sides[name].sample(noise, latent_image, _Continue(then), sigmas, denoise_mask, None, True, seed)
-
-        for sw in switches.values():
-            sw.attach()
+        for name, ts in self.terms.items():
+            model = glue.base_model(self.sides[name].model_patcher)
+            add_terms(switches.setdefault(id(model), WeightSwitch()), model, ts, name)
+        self._run = {"switches": list(switches.values())}
         try:
-            open_side(0)
+            for sw in self._run["switches"]:
+                sw.attach()
+            return glue.run_naming("latent_image", latent_image.shape, lambda: super(WeakStrongGuider, self).sample(
+                noise, latent_image, w2sd, sigmas, denoise_mask, callback, disable_pbar, seed))
         finally:
             for sw in switches.values():
                 sw.detach()
-            for _, c in clones.values():
-                c.remove_additional_models("w2sd")
-            contexts.clear()
-        return result[0]
+            self.model_patcher, self._run = main, None
+
+    def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed,
+                     **kwargs):
+        # conds of sides on other checkpoints: processed with their own model (the rest by CFGGuider, with ours)
+        apart, stack = {}, contextlib.ExitStack()
+        for k, (_, p) in self.primaries.items():
+            if glue.base_model(p) is not self.inner_model:
+                stack.enter_context(glue.run_patcher(p))
+        for name, g in self.sides.items():
+            model = glue.base_model(g.model_patcher)
+            if model is not self.inner_model:
+                own = {k: self.conds.pop(k) for k in [k for k in self.conds if k.startswith(name + ":")]}
+                apart.update(glue.process_conds_with(model, self.inner_model, noise, own, device, latent_image,
+                                                     denoise_mask, seed, **kwargs))
+        self._run.update(apart=apart, sigmas=sigmas, device=device, evals=None)
+        try:
+            return super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback,
+                                        disable_pbar, seed, **kwargs)
+        finally:
+            self.conds.update(apart)  # cleaned up with the others (ControlNets)
+            self._run["evals"] = None
+            stack.close()
+
+    def _evaluators(self) -> dict:
+        """{side: (its guider, ready to evaluate, and its model_options)}, made
+        once per run after ComfyUI processed the conds."""
+        run = self._run
+        if run["evals"] is None:
+            conds = {**self.conds, **run["apart"]}
+            run["evals"] = {}
+            for name, g in self.sides.items():
+                e = copy.copy(g)
+                e.inner_model = glue.base_model(g.model_patcher)
+                if e.inner_model is glue.base_model(self.model_patcher):
+                    e.inner_model = self.inner_model
+                e.conds = {k.split(":", 1)[1]: c for k, c in conds.items() if k.startswith(name + ":")}
+                opts = None
+                if name != "main":
+                    opts = glue.side_sampling_options(g.model_options, run["sigmas"], run["device"],
+                                                      g.model_patcher.model_dtype())
+                    if type(g) is comfy.samplers.CFGGuider and float(g.cfg) == 0.0:
+                        # a reflection side at guidance 0 is the unconditional prediction: evaluate only that
+                        # branch, as Z-Sampling's inversion does (ComfyUI's CFG skips a branch only at cfg 1;
+                        # the main side stays KSampler's, so reflect_steps 0 is KSampler at any cfg)
+                        opts = glue.guidance_options(opts, 0.0)
+                run["evals"][name] = (e, opts)
+        return run["evals"]
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):
+        side = model_options.get(SIDE_KEY, "main")
+        guider, opts = self._evaluators()[side]
+        # the main side evaluates with the sampler's options; another side with its own plus the sampler's additions
+        opts = model_options if opts is None else side_options(opts, self.model_options, model_options)
+        with contextlib.ExitStack() as stack:
+            for sw in self._run["switches"]:
+                stack.enter_context(sw.active(side))
+            return guider.predict_noise(x, timestep, model_options=opts, seed=seed)
 
 
 def reflected_steps(steps: int, reflect_steps: int) -> int:
@@ -397,7 +350,7 @@ def _run(guiders: dict, seed, steps, sampler_name, scheduler, latent_image, deno
     if denoise <= 0.0:
         return io.NodeOutput(latent_image)
     guider = WeakStrongGuider(guiders["strong"], guiders["weak"], guiders["main"], inversion, reflect_steps,
-                              reference_scaling=scheduler == REFERENCE_SCHEDULER)
+                              reference_scaling=scheduler == REFERENCE_SCHEDULER, names=MODEL_INPUTS)
     sigmas = schedule(main_model, sampler_name, scheduler, steps, denoise)
     n = len(sigmas) - 1
     total = model_calls(sampler_name, n, reflected_steps(n, reflect_steps))
@@ -454,10 +407,8 @@ class WeakStrongReflection(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, steps=None, reflect_steps=None, **kwargs):
-        if steps is not None and reflect_steps is not None and reflect_steps >= steps:
-            return f"reflect_steps ({reflect_steps}) must be smaller than steps ({steps})"
-        return True
+    def validate_inputs(cls, steps=None, reflect_steps=None, sampler_name=None):
+        return validate_reflection(cls, steps, sampler_name, "reflect_steps", reflect_steps)
 
     @classmethod
     def execute(cls, model, positive, negative, cfg, strong_cfg, weak_cfg, seed, steps, sampler_name, scheduler,
@@ -491,8 +442,7 @@ def load_lora_file(lora_name: str) -> dict:
 
 def lora_sides(model, lora: dict, strengths: dict) -> dict:
     """{side: MODEL} with the LoRA at each side's strength, as LoraLoaderModelOnly makes them."""
-    import comfy.sd
-    return {name: comfy.sd.load_lora_for_models(model, None, lora, s, 0)[0] for name, s in strengths.items()}
+    return {name: glue.load_lora(model, lora, s) for name, s in strengths.items()}
 
 
 class WeakStrongReflectionLoRA(io.ComfyNode):
@@ -529,8 +479,8 @@ class WeakStrongReflectionLoRA(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, steps=None, reflect_steps=None, **kwargs):
-        return WeakStrongReflection.validate_inputs(steps=steps, reflect_steps=reflect_steps)
+    def validate_inputs(cls, steps=None, reflect_steps=None, sampler_name=None):
+        return validate_reflection(cls, steps, sampler_name, "reflect_steps", reflect_steps)
 
     @classmethod
     def execute(cls, model, lora_name, strong_strength, weak_strength, main_strength, positive, negative, cfg,

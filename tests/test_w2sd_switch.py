@@ -1,10 +1,10 @@
-"""Forward-time weight differences (samplers.w2sd.WeightSwitch) against merged weights."""
+"""Forward-time weight differences (weights.switch.WeightSwitch) against merged weights."""
 
 import pytest
 import torch
 
 from tools.reflect_pack import module
-WeightSwitch = module("samplers.w2sd").WeightSwitch
+WeightSwitch = module("weights.switch").WeightSwitch
 
 
 def merged_lora(w, up, down, alpha, mid=None):
