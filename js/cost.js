@@ -82,11 +82,12 @@ export function zagGuidance(cfg, inversionCfg, inversion = "published") {
   return inversion === "published" && cfg <= 1 ? 1 : inversionCfg;
 }
 
-// Z-Sampling (ZigzagKSampler): each of the first lambda steps is a zig, then
-// T_max times a zag (one model call at the inversion guidance) and a zig; every
-// zig of a reflected step runs the sampler over that one step; the remaining
-// steps run in one call of the sampler. Against the same node at lambda 0,
-// which is exactly the base sampler (a KSampler with the same settings).
+// Z-Sampling (ZigzagKSampler): the sampler runs once over the whole schedule
+// (its own evaluations, as a KSampler); before each of the first lambda steps,
+// T_max times a zig (one model call at cfg, a DDIM step down) and a zag (one
+// model call at the inversion guidance, back up), after which the sampler takes
+// its own step. Against the same node at lambda 0, which is exactly the base
+// sampler (a KSampler with the same settings).
 export function zigzagCost({ steps, cfg, inversion_cfg = 0, zigzag_steps, rounds = 1, inversion = "published",
   sampler_name = "ddim", scheduler = REFERENCE_SCHEDULER, denoise = 1 }) {
   const n = runSteps(steps, denoise);
@@ -95,9 +96,8 @@ export function zigzagCost({ steps, cfg, inversion_cfg = 0, zigzag_steps, rounds
   const endsAtZero = scheduler !== REFERENCE_SCHEDULER;
   const zig = cfgBranches(cfg, sampler_name);
   const zag = guidanceBranches(zagGuidance(cfg, inversion_cfg, inversion));
-  const oneStep = samplerEvals(sampler_name, 1, false);
-  const total = zig * (lam * (1 + t) * oneStep + samplerEvals(sampler_name, n - lam, endsAtZero)) + lam * t * zag;
   const plain = zig * samplerEvals(sampler_name, n, endsAtZero);
+  const total = plain + lam * t * (zig + zag);
   return result(total, plain, { reflected: lam, steps: n, exact: !VARIABLE_SAMPLERS.has(sampler_name) });
 }
 
@@ -134,9 +134,9 @@ export function sideBranches(cfg, sampler = "") {
 }
 
 // W2SD (WeakStrongReflection, WeakStrongReflectionLoRA, whose strong side uses
-// cfg): per reflected step the strong side runs the sampler over that step, the
-// weak side inverts (one model call at weak_cfg), the main side runs the step
-// again; the other steps are the main side's (KSampler's CFG).
+// cfg): the main side's sampler runs once over the whole schedule (KSampler's
+// CFG); before each reflected step the strong side denoises (one model call, a
+// DDIM step down) and the weak side inverts (one model call at weak_cfg).
 export function w2sdCost({ steps, cfg, strong_cfg, weak_cfg = 1, reflect_steps = -1, sampler_name = "ddim",
   scheduler = REFERENCE_SCHEDULER, denoise = 1 }) {
   const n = runSteps(steps, denoise);
@@ -145,9 +145,8 @@ export function w2sdCost({ steps, cfg, strong_cfg, weak_cfg = 1, reflect_steps =
   const main = cfgBranches(cfg, sampler_name);
   const strong = sideBranches(strong_cfg ?? cfg, sampler_name);
   const weak = sideBranches(weak_cfg, "");
-  const oneStep = samplerEvals(sampler_name, 1, false);
-  const total = lam * (strong * oneStep + weak + main * oneStep) + main * samplerEvals(sampler_name, n - lam, endsAtZero);
   const plain = main * samplerEvals(sampler_name, n, endsAtZero);
+  const total = plain + lam * (strong + weak);
   return result(total, plain, { reflected: lam, steps: n, exact: !VARIABLE_SAMPLERS.has(sampler_name) });
 }
 

@@ -150,10 +150,10 @@ class AdaptiveStudentTeacher(io.ComfyNode):
     def validate_inputs(cls, sigma=None, strategy=None):
         # Only the inputs cross-checked here are named: ComfyUI's own type, range and dropdown checks run on all
         # the others, and skip these two, so their own checks are made here as ComfyUI words them.
-        if strategy is not None and strategy not in STRATEGIES:
-            return f"strategy: {strategy!r} not in {list(STRATEGIES)}"
-        if sigma is not None and not (0.0 <= sigma <= 1.0):
-            return f"sigma: {sigma} is not in [0, 1]"
+        error, v = glue.named_inputs(cls, sigma=sigma, strategy=strategy)
+        if error:
+            return error
+        sigma = v["sigma"]
         if sigma is not None and strategy != "regenerate" and not (0.0 < sigma <= 1.0):
             return f"sigma ({sigma}) must be in (0, 1]"
         return True

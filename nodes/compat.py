@@ -28,6 +28,64 @@ EVALS_PER_STEP = {
     "exp_heun_2_x0_sde": 2, "seeds_2": 2, "seeds_3": 3, "sa_solver_pece": 2,
 }
 
+# Samplers that do not step along the sigmas they are given (DPM-Solver's own time grid, or adaptive
+# step sizes): there is no step i at sigma_i to reflect. Checked on 0.3.64, 0.17.0.
+OFF_SCHEDULE = ("dpm_fast", "dpm_adaptive")
+
+
+def calls_in_step(sampler_name: str, sigmas, i: int) -> int:
+    """Model calls a ComfyUI sampler makes in step i of ``sigmas`` (k_diffusion/sampling.py on 0.3.64 and
+    0.17.0: a second-order step falls back to one call into sigma = 0; heunpp2 makes three calls while two
+    steps remain, two with one left, one into 0; sa_solver_pece has no corrector call in its first step)."""
+    if sampler_name == "sa_solver_pece":
+        return 1 if i == 0 else 2
+    if sigmas[i + 1] == 0:
+        return 1
+    if sampler_name == "heunpp2":
+        return 3 if i + 2 < len(sigmas) and sigmas[i + 2] != 0 else 2
+    return EVALS_PER_STEP.get(sampler_name, 1)
+
+
+def check_reflectable(sampler_name, reflected) -> str | bool:
+    """True, or why ``sampler_name`` cannot run reflected steps (``reflected`` > 0 or -1: some are)."""
+    if sampler_name in OFF_SCHEDULE and reflected is not None and reflected != 0:
+        return (f"sampler_name: '{sampler_name}' does not step along the scheduler's sigmas (it picks its own "
+                f"noise levels), so its steps cannot be reflected; pick another sampler or set no reflected steps")
+    return True
+
+
+def named_inputs(node_cls, **values):
+    """ComfyUI's own type conversion, range and dropdown checks for the inputs a
+    node's ``validate_inputs`` names: execution.py skips them for exactly those
+    inputs (checked on 0.3.64 and 0.17.0), so the node makes them here, worded
+    as ComfyUI words them. Values that are None (linked, or not given) are left
+    to the run. Returns (None, the values converted) or (the first message,
+    starting with the input name, None)."""
+    out = dict(values)
+    for spec in node_cls.define_schema().inputs:
+        v = values.get(spec.id)
+        if v is None:
+            continue
+        options = getattr(spec, "options", None)
+        if options is not None and isinstance(options, (list, tuple)):
+            if v not in options:
+                shown = list(options) if len(options) <= 20 else f"(list of length {len(options)})"
+                return f"{spec.id}: '{v}' not in {shown}", None
+            continue
+        kind = getattr(spec, "io_type", None)
+        convert = {"INT": int, "FLOAT": float}.get(kind)
+        if convert is not None:
+            try:
+                v = out[spec.id] = convert(v)
+            except (TypeError, ValueError, OverflowError):
+                return f"{spec.id}: Failed to convert an input value to a {kind} value: {v!r}", None
+        lo, hi = getattr(spec, "min", None), getattr(spec, "max", None)
+        if lo is not None and v < lo:
+            return f"{spec.id}: value {v} smaller than min of {lo}", None
+        if hi is not None and v > hi:
+            return f"{spec.id}: value {v} bigger than max of {hi}", None
+    return None, out
+
 
 def fix_empty_latent_channels(model, latent: dict) -> torch.Tensor:
     """comfy.sample.fix_empty_latent_channels across ComfyUI versions."""
@@ -196,6 +254,19 @@ def skip_output():
     return ExecutionBlocker(None)
 
 
+def linked_inputs(node_cls):
+    """Names of the inputs linked to another node's output in the running graph, for a V3 node whose schema
+    lists io.Hidden.unique_id and io.Hidden.dynprompt (None where ComfyUI gave neither: a direct call).
+    A lazy input that is not linked must not be requested (ComfyUI raises NodeInputError). Checked on 0.3.64
+    and 0.17.0."""
+    hidden = getattr(node_cls, "hidden", None)
+    dynprompt, uid = getattr(hidden, "dynprompt", None), getattr(hidden, "unique_id", None)
+    if dynprompt is None or uid is None:
+        return None
+    inputs = dynprompt.get_node(uid).get("inputs", {})
+    return {k for k, v in inputs.items() if isinstance(v, (list, tuple)) and len(v) == 2 and isinstance(v[0], str)}
+
+
 def base_sampler(sampler):
     """(KSAMPLER, name) for a sampler name or a KSAMPLER object (e.g. from
     KSamplerSelect), with clear errors for anything else."""
@@ -216,13 +287,6 @@ def run_sampler(sampler, model, x, sigmas, extra_args, callback):
     """Run a ComfyUI KSAMPLER's sampler function once over ``sigmas`` on ``model`` (``x`` already noised to
     sigmas[0]), its per-step ``callback`` given, its progress bar off. Checked on 0.3.64, 0.17.0."""
     return sampler.sampler_function(model, x, sigmas, extra_args=extra_args, callback=callback, disable=True,
-                                    **sampler.extra_options)
-
-
-def run_sampler_segment(sampler, model, x, sigmas, extra_args):
-    """Run a ComfyUI sampler function over a piece of a schedule (its own
-    noise scaling is not applied: ``x`` is already at ``sigmas[0]``)."""
-    return sampler.sampler_function(model, x, sigmas, extra_args=extra_args, callback=None, disable=True,
                                     **sampler.extra_options)
 
 
@@ -472,3 +536,18 @@ def process_conds_with(model, guider_model, noise, conds: dict, device, latent_i
     if latent_image is not None and torch.count_nonzero(latent_image) > 0:
         latent_image = guider_model.process_latent_in(latent_image)
     return comfy.samplers.process_conds(model, noise, conds, device, latent_image, denoise_mask, seed, **kwargs)
+
+
+def run_patcher(patcher):
+    """Context of a ModelPatcher evaluated in a sampling run that another patcher leads (CFGGuider.outer_sample's
+    pre_run / cleanup: current_patcher, ON_PRE_RUN / ON_CLEANUP callbacks). Checked on 0.3.64 and 0.17.0."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        patcher.pre_run()
+        try:
+            yield
+        finally:
+            patcher.cleanup()
+    return ctx()

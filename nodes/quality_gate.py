@@ -319,10 +319,14 @@ class QualityModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, estimator, weights):
+    def validate_inputs(cls, estimator=None, weights=None):
+        # ComfyUI skips its dropdown check for the two inputs named here: the estimator is checked as it would,
+        # the weights against the estimator's folders as they are now (a file added since start-up is accepted)
         ests = _estimators()
-        if estimator not in ests or weights == DEFAULT:
-            return True  # ComfyUI's own dropdown check names a bad estimator
+        if estimator is not None and estimator not in ests:
+            return f"estimator: '{estimator}' not in {list(ests)}"
+        if estimator is None or weights is None or weights == DEFAULT:
+            return True
         folders = {s.folder for s in ests[estimator].FILES.values() if s.choice}
         names = {s.name for s in ests[estimator].FILES.values() if s.choice}
         if weights in names or any(weights in folder_paths.get_filename_list(f) for f in folders):
@@ -417,6 +421,11 @@ def make_gate(scores: torch.Tensor, tau: float, k: int, percentiles) -> dict:
             "failed_indices": f_idx, "k": int(k) if percentiles is not None else None}
 
 
+def with_images(gate: dict, images: torch.Tensor) -> dict:
+    """The GATE value holding the scored batch too (QualityGateMerge takes an unconnected part from it)."""
+    return {**gate, "images": images}
+
+
 class QualityGate(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -460,7 +469,7 @@ class QualityGate(io.ComfyNode):
         tau = threshold_of(threshold, k, percentiles, image_reward)
         prompts = split_prompts(prompt, prompt_per_line, images.shape[0])
         scores = image_reward.score(images, prompts)
-        gate = make_gate(scores, tau, k, percentiles)
+        gate = with_images(make_gate(scores, tau, k, percentiles), images)
         passed, p_idx, f_idx = gate["passed"], gate["passed_indices"], gate["failed_indices"]
         report = {"scores": [round(float(s), 6) for s in scores], "threshold": tau, "passed": passed.tolist()}
         best = int(torch.argmax(scores))
@@ -481,27 +490,39 @@ class QualityGateMerge(io.ComfyNode):
             display_name="Quality Gate Merge",
             category=CATEGORY,
             description="Puts a QualityGate's passed and failed images (after any processing that keeps their count "
-                        "and size) back into the original batch order.",
+                        "and size) back into the original batch order. Connect only the part you processed (e.g. the "
+                        "refined failed images): an unconnected part is taken from the gate as it was scored, so the "
+                        "merge runs when the other part is empty. A connected part that is empty is skipped by "
+                        "ComfyUI, and with it every node it feeds, this one included.",
             inputs=[
                 GateType.Input("gate", tooltip="The QualityGate that split the batch."),
                 io.Image.Input("passed", optional=True, lazy=True,
-                               tooltip="The passed images (not needed, and not computed, when none passed)."),
+                               tooltip="The passed images after processing; unconnected: the gate's own. Not "
+                                       "computed when none passed."),
                 io.Image.Input("failed", optional=True, lazy=True,
-                               tooltip="The failed images, e.g. refined (not needed, and not computed, when none "
-                                       "failed)."),
+                               tooltip="The failed images after processing (e.g. refined); unconnected: the gate's "
+                                       "own. Not computed when none failed."),
             ],
             outputs=[io.Image.Output()],
+            hidden=[io.Hidden.unique_id, io.Hidden.dynprompt],
         )
 
     @classmethod
     def check_lazy_status(cls, gate, passed=None, failed=None):
-        """Only the parts that hold samples are evaluated (the empty one is skipped upstream)."""
+        """Only the linked parts that hold samples are evaluated (an empty one is skipped upstream)."""
+        linked = glue.linked_inputs(cls)
         return [name for name, idx, value in (("passed", gate["passed_indices"], passed),
-                                              ("failed", gate["failed_indices"], failed)) if idx and value is None]
+                                              ("failed", gate["failed_indices"], failed))
+                if idx and value is None and (linked is None or name in linked)]
 
     @classmethod
     def execute(cls, gate, passed=None, failed=None) -> io.NodeOutput:
         p_idx, f_idx = gate["passed_indices"], gate["failed_indices"]
+        own = gate.get("images")
+        if passed is None and p_idx and own is not None:
+            passed = own[p_idx]
+        if failed is None and f_idx and own is not None:
+            failed = own[f_idx]
         return io.NodeOutput(qg.merge(passed if p_idx else None, failed if f_idx else None, p_idx, f_idx))
 
 

@@ -330,9 +330,10 @@ class SlidingWindowGuidance(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, start_percent=None, end_percent=None):
         # start/end are cross-checked here, so ComfyUI skips its own range check for them: done here too
-        for name, v in (("start_percent", start_percent), ("end_percent", end_percent)):
-            if v is not None and not (0.0 <= v <= 1.0):
-                return f"{name}: {v} is not in [0, 1]"
+        error, v = glue.named_inputs(cls, start_percent=start_percent, end_percent=end_percent)
+        if error:
+            return error
+        start_percent, end_percent = v["start_percent"], v["end_percent"]
         if start_percent is not None and end_percent is not None and start_percent > end_percent:
             return f"start_percent ({start_percent}) must not be after end_percent ({end_percent})"
         return True

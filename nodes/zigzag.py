@@ -117,13 +117,16 @@ class Reflector:
     def __init__(self, model, sigmas, lam, rounds, inversion, c_in, roles, sampler_name):
         self._model, self.sigmas, self.lam, self.rounds, self.inversion = model, sigmas, lam, rounds, inversion
         self.c_in, self.roles, self.sampler_name = c_in, roles, sampler_name
-        self.next_step, self.fresh = 0, True
+        self.next_step, self.fresh, self.skip = 0, True, 0
 
     def __getattr__(self, name):
         return getattr(self._model, name)
 
     def step_done(self, info):
-        self.next_step, self.fresh = int(info["i"]) + 1, True
+        # a multi-evaluation step (heun, dpm_2, dpmpp_sde, ...) reports itself after its first call: its
+        # other calls come after the callback and before the next step's first call
+        i = int(info["i"])
+        self.next_step, self.fresh, self.skip = i + 1, True, glue.calls_in_step(self.sampler_name, self.sigmas, i) - 1
 
     def _role(self, name, kwargs, s_in):
         role = self.roles[name]
@@ -134,7 +137,9 @@ class Reflector:
         return lambda x, sigma: self._model(x, sigma * s_in, **k)
 
     def __call__(self, x, sigma, **kwargs):
-        if self.fresh:
+        if self.fresh and self.skip:
+            self.skip -= 1
+        elif self.fresh:
             self.fresh = False
             i = self.next_step
             if i < self.lam:
@@ -150,6 +155,20 @@ class Reflector:
                                      self.inversion, self.c_in, first)
                 x.copy_(x_tilde)
         return self._model(x, sigma, **kwargs)
+
+
+def validate_reflection(node_cls, steps, sampler_name, reflected_name: str, reflected):
+    """validate_inputs of a reflecting node: the inputs it names (ComfyUI then skips its own checks of them)
+    checked as ComfyUI would, the sampler able to reflect, and fewer reflected steps than steps (-1: all but
+    the last). None: linked or not known yet."""
+    error, v = glue.named_inputs(node_cls, steps=steps, sampler_name=sampler_name, **{reflected_name: reflected})
+    if error:
+        return error
+    steps, reflected = v["steps"], v[reflected_name]
+    checked = glue.check_reflectable(sampler_name, reflected)
+    if checked is True and steps is not None and reflected is not None and 0 < steps <= reflected:
+        checked = f"{reflected_name} ({reflected}) must be smaller than steps ({steps}); -1 reflects all but the last"
+    return checked
 
 
 def reference_sigmas(model, steps: int, denoise: float = 1.0) -> torch.Tensor:
@@ -218,10 +237,8 @@ class ZigzagKSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, steps=None, zigzag_steps=None, rounds=None, inversion=None, **kwargs):
-        if steps is not None and zigzag_steps is not None and zigzag_steps > 0 and zigzag_steps >= steps:
-            return f"zigzag_steps (lambda = {zigzag_steps}) must be smaller than steps ({steps})"
-        return True
+    def validate_inputs(cls, steps=None, zigzag_steps=None, sampler_name=None):
+        return validate_reflection(cls, steps, sampler_name, "zigzag_steps", zigzag_steps)
 
     @classmethod
     def execute(cls, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
@@ -259,6 +276,12 @@ class SamplerZigzag(io.ComfyNode):
             ],
             outputs=[io.Sampler.Output()],
         )
+
+    @classmethod
+    def validate_inputs(cls, sampler_name=None, zigzag_steps=None):
+        # only the inputs cross-checked here: ComfyUI checks all others itself and skips these
+        error, v = glue.named_inputs(cls, sampler_name=sampler_name, zigzag_steps=zigzag_steps)
+        return error or glue.check_reflectable(sampler_name, v["zigzag_steps"])
 
     @classmethod
     def execute(cls, sampler_name, inversion_cfg, zigzag_steps, rounds, inversion, reference_scaling) -> io.NodeOutput:

@@ -98,12 +98,12 @@ def evaluations(steps: int, lambda_steps: int, rounds: int, gamma1: float, gamma
     which runs both branches whenever gamma_1 > 1.
     """
     g2 = zag_guidance(gamma1, gamma2, inversion)
-    zig = cfg_branches(gamma1) * evals_per_step
+    zig = cfg_branches(gamma1)  # a reflection's zig is one model call; the sampler's steps take evals_per_step
     zag = guidance_branches(g2)
-    minimal = steps * zig + lambda_steps * rounds * (zag + zig)
+    minimal = steps * zig * evals_per_step + lambda_steps * rounds * (zag + zig)
     ref_b = 2 if gamma1 > 1.0 else 1
-    reference = steps * ref_b * evals_per_step + lambda_steps * rounds * (ref_b + ref_b * evals_per_step)
-    calls = steps * evals_per_step + lambda_steps * rounds * (1 + evals_per_step)
+    reference = steps * ref_b * evals_per_step + lambda_steps * rounds * 2 * ref_b
+    calls = steps * evals_per_step + lambda_steps * rounds * 2
     return {"minimal": minimal, "reference": reference, "model_calls": calls,
             "plain_calls": steps * evals_per_step}
 

@@ -284,6 +284,13 @@ def _load_named(name: str, src: Path):
     return _LOADED[name]
 
 
+def submodule(pack, name):
+    """The pack's module ``name`` (e.g. "samplers.w2sd"), imported under the pack's ComfyUI module name."""
+    import importlib
+
+    return importlib.import_module(f"{pack.__name__}.{name}")
+
+
 def load_pack():
     """The pack (this repo) imported by ComfyUI as ``custom_nodes/ComfyUI-Reflect``
     of this process's base dir; returns the package module (so
@@ -754,6 +761,26 @@ def widget_default(info: dict, name: str):
             return opts["default"]
         return {"INT": opts.get("min", 0), "FLOAT": opts.get("min", 0.0), "BOOLEAN": False, "STRING": ""}[t]
     return None
+
+
+def gate_graph(info: dict, batch_size: int = 1, **gate_inputs) -> dict:
+    """An API graph: a tiny SD1.5 student (KSampler, 2 steps, cfg 1) -> tiny VAE decode -> QualityGate ("9")
+    with the tiny ImageReward ``tiny_ir.pt`` (write it into the server's models/image_reward first);
+    ``gate_inputs`` set the gate's widgets (prompt, threshold, ...)."""
+    return {
+        "1": {"class_type": "ReflectTestTinyModel", "inputs": {"family": "sd15", "prediction": "eps", "seed": 3,
+                                                               "flow_shift": 3.0}},
+        "2": api_node(info["ReflectTestConditioning"], "ReflectTestConditioning", {"model": ["1", 0], "seed": 1}),
+        "3": api_node(info["ReflectTestConditioning"], "ReflectTestConditioning", {"model": ["1", 0], "seed": 2}),
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": batch_size}},
+        "5": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0],
+                                                   "latent_image": ["4", 0], "seed": 0, "steps": 2, "cfg": 1.0,
+                                                   "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "6": {"class_type": "ReflectTestTinyVAE", "inputs": {"seed": 0}},
+        "7": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["6", 0]}},
+        "8": {"class_type": "ImageRewardLoader", "inputs": {"checkpoint": "tiny_ir.pt", "download": "never"}},
+        "9": api_node(info["QualityGate"], "QualityGate", {"image_reward": ["8", 0], "images": ["7", 0], **gate_inputs}),
+    }
 
 
 def api_node(info: dict, class_type: str, overrides: dict | None = None, include_optional: bool = False) -> dict:

@@ -212,21 +212,7 @@ PROMPTS = ["a red fox", "a cat in the snow", "a dog", "astronaut", "a photo of a
 
 
 def calibration_graph(info):
-    return {
-        "1": {"class_type": "ReflectTestTinyModel", "inputs": {"family": "sd15", "prediction": "eps", "seed": 3,
-                                                               "flow_shift": 3.0}},
-        "2": hostlib.api_node(info["ReflectTestConditioning"], "ReflectTestConditioning", {"model": ["1", 0], "seed": 1}),
-        "3": hostlib.api_node(info["ReflectTestConditioning"], "ReflectTestConditioning", {"model": ["1", 0], "seed": 2}),
-        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "5": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0],
-                                                   "latent_image": ["4", 0], "seed": 0, "steps": 2, "cfg": 1.0,
-                                                   "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
-        "6": {"class_type": "ReflectTestTinyVAE", "inputs": {"seed": 0}},
-        "7": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["6", 0]}},
-        "8": {"class_type": "ImageRewardLoader", "inputs": {"checkpoint": "tiny_ir.pt", "download": "never"}},
-        "9": hostlib.api_node(info["QualityGate"], "QualityGate",
-                              {"image_reward": ["8", 0], "images": ["7", 0], "prompt": "{prompt}"}),
-    }
+    return hostlib.gate_graph(info, 1, prompt="{prompt}")
 
 
 def test_calibration_over_two_servers_resumes(comfy_server, parts, tmp_path):

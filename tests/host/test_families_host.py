@@ -144,12 +144,6 @@ def check_result(f, out, ref_shape):
     assert out.abs().sum() > 0
 
 
-def submodule(pack, name):
-    import importlib
-
-    return importlib.import_module(f"{pack.__name__}.{name}")
-
-
 def rel(a, b):
     return ((a - b).norm() / b.norm()).item()
 
@@ -210,7 +204,7 @@ def test_weak_strong_reflection(pack, fam):
     with CountItems(f["model"], weak) as c:
         out = reflection(pack, f, -1, seed=8)
     check_result(f, out, plain.shape)
-    expected = BATCH * submodule(pack, "samplers.w2sd").evaluations(STEPS, CFG, 1.0, CFG, STEPS - 1)["minimal"]
+    expected = BATCH * hostlib.submodule(pack, "samplers.w2sd").evaluations(STEPS, CFG, 1.0, CFG, STEPS - 1)["minimal"]
     assert c.items == expected, (f["family"], c.items, expected)
     assert torch.equal(reflection(pack, f, -1, seed=8), out)
     assert rel(reflection(pack, f, -1, seed=9), out) > 1e-3
@@ -271,7 +265,7 @@ def test_shipped_workflow_settings(Z, pack, family):
         out = run(lam)
     check_result(f, out, plain.shape)
     # Flux at cfg 1: one branch per zig, the zag on the negative prompt alone (inversion 'paper', inversion_cfg 0)
-    per_image = submodule(pack, "samplers.zigzag").evaluations(STEPS, lam, 1, s["cfg"], 0.0, s["inversion"])["minimal"]
+    per_image = hostlib.submodule(pack, "samplers.zigzag").evaluations(STEPS, lam, 1, s["cfg"], 0.0, s["inversion"])["minimal"]
     assert c.items == BATCH * per_image, (c.items, per_image)
     assert torch.equal(run(lam), out) and rel(out, plain) > 1e-4
 

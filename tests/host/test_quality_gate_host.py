@@ -321,3 +321,50 @@ def test_quality_gate_through_the_server(comfy_server):
     bad["6"]["inputs"].update(prompt="a\nb", prompt_per_line=True)
     err = hostlib.prompt_error(comfy_server.run_prompt(bad, check=False))
     assert "prompt: 2 prompts (one per line) for a batch of 3 images" in err
+
+
+def _branch_graph(info, batch_size, threshold):
+    """student KSampler -> decode -> QualityGate; failed -> VAEEncode -> KSampler (refine) -> decode ->
+    QualityGateMerge (the passed part unconnected: taken from the gate); previews of the merge and of the failed
+    part."""
+    return {
+        **hostlib.gate_graph(info, batch_size, prompt="a red fox", threshold=threshold),
+        "10": {"class_type": "VAEEncode", "inputs": {"pixels": ["9", 1], "vae": ["6", 0]}},
+        "11": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0],
+                                                    "latent_image": ["10", 0], "seed": 7, "steps": 2, "cfg": 1.0,
+                                                    "sampler_name": "euler", "scheduler": "normal", "denoise": 0.5}},
+        "12": {"class_type": "VAEDecode", "inputs": {"samples": ["11", 0], "vae": ["6", 0]}},
+        "13": {"class_type": "QualityGateMerge", "inputs": {"gate": ["9", 3], "failed": ["12", 0]}},
+        "14": {"class_type": "PreviewImage", "inputs": {"images": ["13", 0]}},
+        "15": {"class_type": "PreviewImage", "inputs": {"images": ["9", 1]}},
+    }
+
+
+def _executed(entry) -> set:
+    """Node ids that ran (not cached) in a /history entry."""
+    done = set()
+    for kind, data in (entry.get("status") or {}).get("messages") or []:
+        if kind == "execution_cached":
+            done |= {str(n) for n in data.get("nodes", [])}
+    return done
+
+
+def test_gate_refine_merge_through_the_server(comfy_server):
+    """17.3: at batch 1 all passed or all failed, and at batch 8 mixed, gate -> refine -> merge runs; an empty
+    part skips the nodes it feeds (no empty IMAGE reaches VAEEncode / KSampler)."""
+    tiny.write_files(comfy_server.base_dir / "models" / "image_reward", seed=0, name="tiny_ir.pt")
+    info = comfy_server.object_info()
+    for n, threshold, want_failed in ((1, -10.0, 0), (1, 10.0, 1), (8, None, None)):
+        if threshold is None:  # batch 8: the median of the scores splits it
+            probe = comfy_server.run_prompt(_branch_graph(info, n, 0.0))
+            scores = sorted(probe["outputs"]["9"]["reflect_scores"])
+            assert len(set(scores)) > 2
+            threshold = (scores[3] + scores[4]) / 2
+            want_failed = 4
+        entry = comfy_server.run_prompt(_branch_graph(info, n, threshold))
+        ui = entry["outputs"]["9"]
+        assert sum(not p for p in ui["reflect_passed"]) == want_failed
+        assert "14" in entry["outputs"], (json.dumps(entry["status"]["messages"])[-1500:], json.dumps(entry["outputs"])[:800])
+        assert len(entry["outputs"]["14"]["images"]) == n  # the merge has the whole batch, in order
+        failed_preview = entry["outputs"].get("15", {}).get("images", [])
+        assert len(failed_preview) == want_failed  # an empty failed part is skipped, not previewed

@@ -84,7 +84,7 @@ def base_graph(family="sd15", latent=None, prediction="eps"):
 
 def names_an_input(message: str, graph: dict) -> bool:
     """Whether an error message names an input of the graph the way the pack's and ComfyUI's messages do
-    ("steps: ...", "zigzag_steps (lambda = 4) must ...", "sampler_name 'x' is ...")."""
+    ("steps: ...", "zigzag_steps (4) must ...", "sampler_name 'x' is ...")."""
     names = {n for node in graph.values() for n in node["inputs"]}
     return any(re.search(rf"(^|[\s'\"(/]){re.escape(n)}(\s*[:(='\"]|\s+(must|is|are|has|of|for|can|links|contains|"
                          rf"needs|decodes|makes|takes))", message) for n in names)

@@ -44,9 +44,10 @@ test("multi-evaluation samplers: the last step to sigma 0 is a single evaluation
   assert.equal(samplerEvals("seeds_3", 5, true), 13);
   assert.equal(samplerEvals("sa_solver_pece", 5), 9);
   assert.equal(samplerEvals("euler", 5), 5);
-  // heun with a KSampler schedule (ends at 0): reflected steps are one-step pieces that do not end at 0
+  // heun with a KSampler schedule (ends at 0): heun runs once over the schedule (7 evaluations), and each
+  // reflected step adds one zig (a single model call at cfg, both branches) and one zag (cfg 0: one branch)
   const z = zigzagCost({ ...paper, steps: 4, zigzag_steps: 3, sampler_name: "heun", scheduler: "normal" });
-  assert.equal(z.total, 2 * (3 * 2 * 2 + 1) + 3 * 1);
+  assert.equal(z.total, 2 * 7 + 3 * (2 + 1));
   assert.equal(z.plain, 2 * 7);
 });
 
