@@ -103,6 +103,7 @@ function refresh(node) {
   const key = JSON.stringify(inputs);
   if (key === node.reflectInputKey) return;
   node.reflectInputKey = key;
+  node.reflectComputed = (node.reflectComputed ?? 0) + 1; // how often the display was computed (tests read it)
   let r;
   try {
     if (inputs.error) throw new Error(inputs.error);

@@ -127,7 +127,7 @@ def test_zigzag_cost_matches_counted_batch_items(reflect_nodes, sd15):
         with CountItems(model) as n:
             hostlib.run_node(reflect_nodes["ZigzagKSampler"], model=model, seed=0, positive=pos, negative=neg,
                              latent_image=latent, **s)
-        assert c["total"] == n.items, (s, c, n.items)
+        assert c["total"] == n.items, (s["sampler_name"], s["scheduler"], c, n.items)
         if plain:  # lambda 0 is exactly the base sampler: the KSampler the factor compares with
             with CountItems(model) as k:
                 hostlib.run_node(reflect_nodes["ZigzagKSampler"], model=model, seed=0, positive=pos, negative=neg,
@@ -159,7 +159,7 @@ def test_w2sd_cost_matches_counted_batch_items(reflect_nodes, sd15):
         with CountItems(model) as n:
             hostlib.run_node(reflect_nodes["WeakStrongReflection"], model=model, positive=pos, negative=neg, seed=0,
                              latent_image=latent, **s)
-        assert c["total"] == n.items, (s, c, n.items)
+        assert c["total"] == n.items, (s["sampler_name"], s["scheduler"], c, n.items)
 
 
 SWG = dict(scale=1.0, crop_width=5, crop_height=0, crop_units="latent", crops_x=2, crops_y=0, masked=False,
@@ -279,8 +279,73 @@ def frontend(request):
         assert not [e for e in page.startup_errors if "/extensions/" in e], page.startup_errors
         errors.clear()
         page.reflect_errors = errors  # from here on, any page error fails the test
+        page.reflect_server = comfy_server
+        page.reflect_vue = False
         yield page
         browser.close()
+
+
+VUE_SETTING = "Comfy.VueNodes.Enabled"  # "Nodes 2.0" in the settings dialog (experimental in frontend 1.27)
+
+
+def set_vue_nodes(page, on: bool):
+    """Switch the canvas between classic LiteGraph nodes and Nodes 2.0 (Vue nodes): the user setting,
+    then the app reloaded as a user's browser would start with it."""
+    if page.reflect_vue == on:
+        return
+    page.reflect_server.post_json(f"/settings/{VUE_SETTING}", on)
+    page.reload()
+    page.wait_for_function("() => window.app?.graph && window.comfyAPI?.api?.api && "
+                           "window.LiteGraph?.registered_node_types?.ZigzagKSampler", timeout=120_000)
+    assert page.evaluate("() => Boolean(window.LiteGraph.vueNodesMode)") == on
+    page.reflect_vue = on
+
+
+def bounds(page) -> dict:
+    """The rendered rectangle of every node, title bar included, in canvas units: LiteGraph's
+    getBounding(); with Nodes 2.0 also each node's DOM element, converted from screen pixels."""
+    return page.evaluate("""() => {
+        const ds = app.canvas.ds;
+        const out = {};
+        for (const n of app.graph._nodes) {
+            const r = { type: n.type, title: n.title, box: Array.from(n.getBounding()) };
+            const el = document.querySelector(`[data-node-id="${n.id}"]`);
+            if (el) {
+                const c = app.canvas.canvas.getBoundingClientRect();
+                const d = el.getBoundingClientRect();
+                r.dom = [(d.x - c.x) / ds.scale - ds.offset[0], (d.y - c.y) / ds.scale - ds.offset[1],
+                         d.width / ds.scale, d.height / ds.scale];
+            }
+            out[n.id] = r;
+        }
+        return out;
+    }""")
+
+
+def covered(boxes: dict, key: str = "box") -> list:
+    """Pairs of nodes whose rectangles intersect (touching edges do not)."""
+    items = [(i, b[key]) for i, b in boxes.items() if b.get(key)]
+    out = []
+    for k, (i, a) in enumerate(items):
+        for j, b in items[k + 1:]:
+            if a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]:
+                out.append((f"{boxes[i]['type']} #{i} {[round(v) for v in a]}",
+                            f"{boxes[j]['type']} #{j} {[round(v) for v in b]}"))
+    return out
+
+
+def settle(page):
+    """Let the frontend lay the graph out and draw it (Nodes 2.0 measures its DOM nodes asynchronously):
+    the whole graph in view, drawn, until no node's size changes between two frames."""
+    page.evaluate("() => { app.canvas.ds.scale = 0.5; app.canvas.ds.offset = [1000, 300]; }")
+    last = None
+    for _ in range(40):
+        page.evaluate("() => app.canvas.draw(true, true)")
+        time.sleep(0.25)
+        now = page.evaluate("() => JSON.stringify(app.graph._nodes.map((n) => [n.id, ...n.size]))")
+        if now == last:
+            return
+        last = now
 
 
 def load(page, name: str):
@@ -325,18 +390,9 @@ def queue_tiny(page, server) -> tuple[str, dict]:
     return pid, g
 
 
-def show(page, node_id):
-    """Bring a node into view and draw the canvas once."""
-    page.evaluate("""(id) => {
-        app.canvas.centerOnNode(app.graph.getNodeById(id));
-        app.canvas.draw(true, true);
-    }""", node_id)
-
-
 def screenshot(page, node_id, tmp_path: Path, name: str) -> Path:
     page.evaluate("""(id) => {
         const n = app.graph.getNodeById(id);
-        app.graph.arrange?.(40);
         app.canvas.ds.scale = 1.0;
         app.canvas.centerOnNode(n);
         app.canvas.setDirty(true, true);
@@ -364,6 +420,57 @@ def assert_ran(entry, g, server):
     for nid, o in outs.items():
         for s in o.get("reflect_latent_stats", []):
             assert s["finite"], (nid, s)
+
+
+@pytest.mark.parametrize("vue", [False, True], ids=["classic", "nodes2"])
+def test_no_node_covers_another(frontend, vue):
+    """Every shipped workflow, opened in the browser: no node's rendered rectangle (its title bar, widgets
+    and the pack's drawings included) intersects another's, on the classic canvas and with Nodes 2.0."""
+    page = frontend
+    set_vue_nodes(page, vue)
+    names = sorted(p.name for p in WF_DIR.glob("*.json"))
+    assert len(names) >= 10, names
+    found = {}
+    try:
+        for name in names:
+            wf = load(page, name)
+            settle(page)
+            b = bounds(page)
+            assert len(b) == len(wf["nodes"]), (name, len(b))
+            found[name] = covered(b)
+            if vue:  # each node is a DOM element; its box is the one the user sees
+                missing = [i for i, x in b.items() if not x.get("dom")]
+                assert not missing, (name, missing)
+                found[name] += covered(b, "dom")
+                for i, x in b.items():  # LiteGraph's idea of the node follows the DOM's size
+                    assert abs(x["dom"][2] - x["box"][2]) < 2 and abs(x["dom"][3] - x["box"][3]) < 2, (name, i, x)
+    finally:
+        set_vue_nodes(page, False)
+    assert not {k: v for k, v in found.items() if v}, found
+    assert not page.reflect_errors, page.reflect_errors
+
+
+def test_display_is_computed_on_change_not_per_frame(frontend):
+    """Drawing the canvas recomputes nothing and resizes nothing; a widget edit recomputes the
+    node it concerns once."""
+    page = frontend
+    load(page, "swg_sd15.json")
+    settle(page)
+    state = """() => app.graph._nodes.filter((n) => n.type === 'SlidingWindowGuidance')
+        .map((n) => [n.id, n.reflectComputed, ...n.size])"""
+    before = page.evaluate(state)
+    assert all(c >= 1 for _, c, *_ in before), before
+    page.evaluate("() => { for (let i = 0; i < 30; i++) app.canvas.draw(true, true); }")
+    assert page.evaluate(state) == before
+    (k8,) = [k for k in nodes_of(page, "KSampler") if k["id"] == 8]
+    set_widget(page, k8["id"], "steps", 10)
+    after = {i: c for i, c, *_ in page.evaluate(state)}
+    swgs = nodes_of(page, "SlidingWindowGuidance")
+    fed = {n["id"] for n in swgs if any("#8: 50 evals/image" in t for t in n["lines"])}
+    assert fed and len(fed) < len(swgs), swgs
+    for i, c, *_ in before:  # only the SWG node whose KSampler changed is recomputed, once
+        assert after[i] == c + (1 if i in fed else 0), (before, after)
+    set_widget(page, k8["id"], "steps", 30)
 
 
 def test_zsampling_cost_updates_and_runs(frontend, comfy_server, server_files, tmp_path):  # noqa: F811
@@ -407,12 +514,10 @@ def test_swg_draws_windows_and_cost(frontend, tmp_path):
     assert any("180 evals/image (x3.00 KSampler)" in t for t in swgs[swg_id]["lines"])  # also feeds the cfg 5 KSampler
     # the cost follows the KSampler it feeds and the latent
     (k8,) = [k for k in nodes_of(page, "KSampler") if k["id"] == 8]
-    set_widget(page, k8["id"], "steps", 10)
-    show(page, swg_id)  # a node's cost is recomputed when it is drawn (it depends on other nodes)
+    set_widget(page, k8["id"], "steps", 10)  # the KSampler's widget: the SWG node feeding it follows at once
     assert "50 evals/image" in nodes_of(page, "SlidingWindowGuidance")[0]["cost"]
     (latent,) = page.evaluate("() => app.graph._nodes.filter((n) => n.type === 'EmptyLatentImage').map((n) => n.id)")
     set_widget(page, latent, "width", 256)  # latent 32 wide: a crop of 40 no longer fits
-    show(page, swg_id)
     warned = nodes_of(page, "SlidingWindowGuidance")[0]
     assert any("larger than the latent's width 32" in w for w in warned["warnings"]), warned
     set_widget(page, latent, "width", 512)
@@ -466,5 +571,6 @@ def test_quality_gate_shows_scores_after_execution(frontend, comfy_server, serve
     assert lines[0] == f"{sum(passed)}/4 passed (threshold {tau:.3f})", lines
     for i, (s, ok) in enumerate(zip(scores, passed)):
         assert lines[1 + i] == f"#{i} {'+' if s >= 0 else ''}{s:.3f} {'pass' if ok else 'fail'}", lines
+    assert not covered(bounds(page)), covered(bounds(page))  # the scores' lines fit the room left for them
     screenshot(page, q["id"], tmp_path, "frontend_e2e_quality_gate.png")
     assert not page.reflect_errors, page.reflect_errors

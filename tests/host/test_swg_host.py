@@ -2,6 +2,8 @@
 model's denoised output against the formula computed by hand from separate
 model calls on the full latent and on each crop."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -34,11 +36,11 @@ def sd15(tiny_model):
 
 
 def patch(S, model, scale=1.5, crop_width=6, crop_height=0, crop_units="latent", crops_x=2, crops_y=0, masked=False,
-          mask_with_cfg=False, crop_conditioning="auto", start_percent=0.0, end_percent=1.0):
+          mask_with_cfg=False, crop_conditioning="auto", start_percent=0.0, end_percent=1.0, **optional):
     return hostlib.run_node(S.SlidingWindowGuidance, model=model, scale=scale, crop_width=crop_width,
                             crop_height=crop_height, crop_units=crop_units, crops_x=crops_x, crops_y=crops_y,
                             masked=masked, mask_with_cfg=mask_with_cfg, crop_conditioning=crop_conditioning,
-                            start_percent=start_percent, end_percent=end_percent)[0]
+                            start_percent=start_percent, end_percent=end_percent, **optional)[0]
 
 
 def denoise_once(model, positive, negative, cfg, x, sigma):
@@ -139,12 +141,10 @@ def test_masked_conditioning_is_cropped_with_the_latent(S, sd15, comfy_env):
     assert rel(got, want) < 1e-5
 
 
-def test_all_crops_in_one_batched_call(S, sd15):
-    model, pos, neg = sd15
-    latent = hostlib.empty_latent(batch=2, height=10, width=10)
-    patched = patch(S, model, crops_x=3)
-    unet = model.model.diffusion_model
-    sizes = []
+@contextlib.contextmanager
+def unet_input_shapes(model):
+    """The shapes of the inputs the model's UNet sees, in order, while the block runs."""
+    unet, sizes = model.model.diffusion_model, []
 
     def forward(x, *a, **k):
         sizes.append(tuple(x.shape))
@@ -152,9 +152,17 @@ def test_all_crops_in_one_batched_call(S, sd15):
 
     unet.forward = forward
     try:
-        hostlib.ksampler(patched, pos, neg, latent, steps=2, cfg=4.0)
+        yield sizes
     finally:
         del unet.forward
+
+
+def test_all_crops_in_one_batched_call(S, sd15):
+    model, pos, neg = sd15
+    latent = hostlib.empty_latent(batch=2, height=10, width=10)
+    patched = patch(S, model, crops_x=3)
+    with unet_input_shapes(model) as sizes:
+        hostlib.ksampler(patched, pos, neg, latent, steps=2, cfg=4.0)
     # per step: one call for cond + uncond of 2 images, one call for the 9 crops of both images
     assert sizes == [(4, 4, 10, 10), (18, 4, 6, 6)] * 2
 
@@ -208,8 +216,15 @@ def test_model_types(S, tiny_model, family, prediction):
 def test_errors_name_the_bad_input(S, sd15):
     model, pos, neg = sd15
     latent = hostlib.empty_latent(batch=1, height=10, width=10)
-    with pytest.raises(ValueError, match="larger than the latent's width 10"):
+    with pytest.raises(ValueError, match=r"^crop_width: crop size 12 is larger than the latent's width 10"):
         hostlib.ksampler(patch(S, model, crop_width=12, crop_height=6), pos, neg, latent, steps=2)
+    # crop_height 0 means "same as width": the message names crop_width, the input the user set
+    with pytest.raises(ValueError, match=r"^crop_width \(crop_height 0: same as width\): crop size 12 is larger "
+                                         r"than the latent's height 10"):
+        hostlib.ksampler(patch(S, model, crop_width=12, crop_height=0), pos, neg, latent, steps=2)
+    with pytest.raises(ValueError, match=r"^crop_width \(crop_height 0: same as width\) / crops_x \(crops_y 0: "
+                                         r"same as crops_x\): 2 crops of the full height 10"):
+        hostlib.ksampler(patch(S, model, crop_width=10, crop_height=0), pos, neg, latent, steps=2)
     with pytest.raises(ValueError, match="larger than the latent's height 10"):
         hostlib.ksampler(patch(S, model, crop_width=6, crop_height=11), pos, neg, latent, steps=2)
     with pytest.raises(ValueError, match="crop sizes and counts must be positive"):
@@ -262,3 +277,224 @@ def test_transformer_crops_are_rounded_to_the_patch_size(S, comfy_env):
     assert rel(got, want) < 1e-5
     with pytest.raises(ValueError, match="smaller than one patch"):
         denoise_once(patched, pos, neg, 1.0, torch.randn(1, 16, 1, 12), 0.7)
+
+
+# --------------------------------------------------------------------------- weak-model mode (WMG-SWG / WMG)
+
+@pytest.fixture(scope="module")
+def weak15(tiny_model):
+    return tiny_model("sd15", "eps", seed=13)  # a second seeded tiny model of the same family: the weak one
+
+
+@pytest.mark.parametrize("cfg,scale,masked", [
+    (1.0, 0.25, True),    # the reference's wmg-swg (1.2, 0.25): never masked, crops conditional
+    (1.0, 0.0, False),    # wmg alone (SWG scale 0): no crops
+    (4.0, 0.5, False),    # with ComfyUI's CFG: D_cfg + w1 (D_c - D_weak) + w2 (D_c - D_crops), crops conditional
+])
+def test_weak_model_prediction_equals_hand_computation(S, sd15, weak15, cfg, scale, masked):
+    model, pos, neg = sd15
+    x = torch.randn(1, 4, 10, 10, generator=torch.Generator().manual_seed(31)) * 3.0
+    sigma, w1 = 3.0, 1.2
+    got = denoise_once(patch(S, model, scale=scale, masked=masked, weak_model=weak15, weak_scale=w1),
+                       pos, neg, cfg, x, sigma)
+    d_c = denoise_once(model, pos, neg, 1.0, x, sigma)
+    d = d_c if cfg == 1.0 else denoise_once(model, neg, pos, 1.0, x, sigma) * (1 - cfg) + cfg * d_c
+    d_weak = denoise_once(weak15, pos, neg, 1.0, x, sigma)
+    want = d + w1 * (d_c - d_weak)
+    if scale:
+        wins = swg.windows(10, 10, 6, 6, 2, 2)
+        crops = [denoise_once(model, pos, neg, 1.0, x[..., t:b, l:r].contiguous(), sigma) for t, b, l, r in wins]
+        want = want + scale * (d_c - swg.assemble(crops, wins, x.shape, swg.overlap(10, 10, wins)))
+    assert rel(got, want) < 1e-5
+    assert rel(d_weak, d_c) > 1e-2  # the weak model really is another model
+    # without the weak model (or at weak_scale 0) the weak term is gone
+    assert rel(denoise_once(patch(S, model, scale=scale, masked=masked, weak_model=weak15, weak_scale=0.0),
+                            pos, neg, cfg, x, sigma), want - w1 * (d_c - d_weak)) < 1e-5
+
+
+def test_weak_model_is_loaded_with_the_model_and_counted(S, sd15, weak15):
+    """In KSampler the weak model is loaded by ComfyUI's model management
+    together with the main one and evaluated once per step on the image
+    batch; the evaluations seen by the two networks equal the patch's count."""
+    import comfy.model_management as mm
+    model, pos, neg = sd15
+    patched = patch(S, model, scale=0.25, weak_model=weak15, weak_scale=1.2)
+    swg_patch = patched.model_options["sampler_post_cfg_function"][-1]
+    seen = {"main": 0, "weak": 0, "loaded": []}
+    nets = {"main": model.model.diffusion_model, "weak": weak15.model.diffusion_model}
+
+    def spy(name):
+        net = nets[name]
+
+        def forward(x, *a, **k):
+            seen[name] += x.shape[0]
+            if name == "weak":
+                seen["loaded"].append(any(lm.model.model is weak15.model for lm in mm.current_loaded_models))
+            return type(net).forward(net, x, *a, **k)
+        return forward
+
+    for name, net in nets.items():
+        net.forward = spy(name)
+    try:
+        out = hostlib.ksampler(patched, pos, neg, hostlib.empty_latent(batch=2, height=10, width=10), steps=3,
+                               cfg=4.0)["samples"]
+    finally:
+        for net in nets.values():
+            del net.forward
+    assert torch.isfinite(out).all()
+    assert seen["loaded"] == [True] * 3
+    # per step and image: cond + uncond and 4 crops on the main model, 1 evaluation of the weak model
+    assert seen["main"] == 3 * 2 * (2 + 4) and seen["weak"] == 3 * 2 * 1
+    assert swg_patch.evaluations(2) == 2 + 4 + 1
+    assert "reflect_swg_weak_model" not in model.additional_models  # the input model is untouched
+
+
+def test_weak_model_must_share_the_latent_format(S, sd15, comfy_env):
+    model, _, _ = sd15
+    with pytest.raises(ValueError, match="^weak_model: its latent format"):
+        patch(S, model, weak_model=hostlib.build_flux(seed=1))
+
+
+# --------------------------------------------------------------------------- ControlNet windows batch
+
+def test_controlnet_windows_batch_as_without_controlnet(S, sd15, comfy_env):
+    """With a ControlNet on the conditioning the UNet sees the same batches as
+    without it: all windows of all images in one call."""
+    hostlib.init_builtin_nodes()
+    import nodes
+    model, pos, neg = sd15
+    control = hostlib.build_controlnet(model, seed=21)
+    image = torch.rand(2, 80, 80, 3, generator=torch.Generator().manual_seed(8))
+    cpos, cneg = hostlib.run_node(nodes.NODE_CLASS_MAPPINGS["ControlNetApplyAdvanced"], positive=pos, negative=neg,
+                                  control_net=control, image=image, strength=1.0, start_percent=0.0,
+                                  end_percent=1.0)
+    latent = hostlib.empty_latent(batch=2, height=10, width=10)
+    patched = patch(S, model, crops_x=3)
+
+    def run(p, n):
+        with unet_input_shapes(model) as sizes:
+            out = hostlib.ksampler(patched, p, n, latent, steps=2, cfg=4.0)["samples"]
+        return sizes, out
+
+    with_control, out_c = run(cpos, cneg)
+    without, out = run(pos, neg)
+    assert with_control == without == [(4, 4, 10, 10), (18, 4, 6, 6)] * 2
+    assert rel(out_c, out) > 1e-3  # the control is applied
+
+
+# --------------------------------------------------------------------------- video latents (Wan 2.1)
+
+def build_tiny_wan(seed: int):
+    """ComfyUI's own Wan 2.1 text-to-video transformer (model_base.WAN21,
+    supported_models.WAN21_T2V: patch (1, 2, 2), 16 channels, flow) shrunk to
+    one block of width 32, seeded weights."""
+    import comfy.model_base
+    import comfy.model_patcher
+    import comfy.supported_models as sm
+    uc = dict(image_model="wan2.1", model_type="t2v", patch_size=(1, 2, 2), text_len=16, in_dim=16, dim=32,
+              ffn_dim=64, freq_dim=32, text_dim=32, out_dim=16, num_heads=2, num_layers=1)
+    cfg = sm.WAN21_T2V(uc)
+    cfg.set_inference_dtype(torch.float32, None)
+    m = comfy.model_base.WAN21(cfg, device=torch.device("cpu"))
+    m.diffusion_model.load_state_dict(hostlib._tiny().seeded_state_dict(m.diffusion_model, seed), strict=True)
+    m.eval()
+    cpu = torch.device("cpu")
+    return comfy.model_patcher.ModelPatcher(m, load_device=cpu, offload_device=cpu)
+
+
+def wan_cond(seed):
+    return [[torch.randn(1, 16, 32, generator=torch.Generator().manual_seed(seed)), {}]]
+
+
+def assemble_nd(crops, wins, shape):
+    out, weight = torch.zeros(shape), torch.zeros(shape)
+    for y, win in zip(crops, wins):
+        sl = (Ellipsis, *[slice(lo, hi) for lo, hi in swg.as_ranges(win)])
+        out[sl] += y
+        weight[sl] += 1
+    return out / weight, weight
+
+
+@pytest.mark.parametrize("temporal", [False, True])
+def test_wan_video_windows_per_frame(S, comfy_env, temporal):
+    """On a 5-D Wan latent the windows slide over height and width of every
+    frame (time whole), or, with crops_t / crop_frames, over time too; crop
+    sizes rounded to Wan's 2x2 spatial patches (5 -> 6); the prediction equals
+    the formula by hand."""
+    model = build_tiny_wan(seed=3)
+    pos, neg = wan_cond(1), wan_cond(2)
+    x = torch.randn(1, 16, 3, 8, 10, generator=torch.Generator().manual_seed(5))
+    opts = dict(crops_t=2, crop_frames=2) if temporal else {}
+    patched = patch(S, model, crop_width=5, crop_height=5, masked=True, **opts)
+    p = patched.model_options["sampler_post_cfg_function"][-1]
+    if temporal:
+        wins = p.layout(8, 10, 3)
+        assert wins == swg.windows_nd((3, 8, 10), (2, 6, 6), (2, 2, 2))
+    else:
+        wins = p.layout(8, 10)
+        assert wins == swg.windows(8, 10, 6, 6, 2, 2)
+    got = denoise_once(patched, pos, neg, 1.0, x, 0.7)
+    d_c = denoise_once(model, pos, neg, 1.0, x, 0.7)
+    crops = [denoise_once(model, pos, neg, 1.0, x[(Ellipsis, *[slice(lo, hi) for lo, hi in swg.as_ranges(w)])]
+                          .contiguous(), 0.7) for w in wins]
+    d_crops, weight = assemble_nd(crops, wins, x.shape)
+    want = d_c + 1.5 * (weight > 1).float() * (d_c - d_crops)
+    assert got.shape == x.shape and rel(got, want) < 1e-5
+    out = hostlib.ksampler(patched, pos, neg, {"samples": torch.zeros(1, 16, 3, 8, 10)}, steps=2, cfg=1.0)["samples"]
+    assert out.shape == (1, 16, 3, 8, 10) and torch.isfinite(out).all()
+
+
+# --------------------------------------------------------------------------- graph contracts through /prompt
+
+def swg_graph(**swg_inputs):
+    g = {
+        "m": {"class_type": "ReflectTestTinyModel", "inputs": {"family": "sd15", "prediction": "eps", "seed": 0,
+                                                               "flow_shift": 3.0}},
+        "w": {"class_type": "ReflectTestTinyModel", "inputs": {"family": "sd15", "prediction": "eps", "seed": 9,
+                                                               "flow_shift": 3.0}},
+        "p": {"class_type": "ReflectTestConditioning", "inputs": {"model": ["m", 0], "seed": 1, "batch": 1,
+                                                                  "tokens": 77, "scale": 1.0, "width": 0,
+                                                                  "height": 0}},
+        "n": {"class_type": "ReflectTestConditioning", "inputs": {"model": ["m", 0], "seed": 2, "batch": 1,
+                                                                  "tokens": 77, "scale": 1.0, "width": 0,
+                                                                  "height": 0}},
+        "l": {"class_type": "ReflectTestLatent", "inputs": dict(batch=1, channels=4, height=10, width=10,
+                                                                fill="zeros", seed=0)},
+        "swg": {"class_type": "SlidingWindowGuidance", "inputs": {
+            "model": ["m", 0], "scale": 0.25, "crop_width": 6, "crop_height": 0, "crop_units": "latent",
+            "crops_x": 2, "crops_y": 0, "masked": False, "mask_with_cfg": False, "crop_conditioning": "auto",
+            "start_percent": 0.0, "end_percent": 1.0, "weak_model": ["w", 0], "weak_scale": 1.2}},
+        "x": {"class_type": "KSampler", "inputs": {
+            "model": ["swg", 0], "positive": ["p", 0], "negative": ["n", 0], "latent_image": ["l", 0], "seed": 4,
+            "steps": 2, "cfg": 1.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "s": {"class_type": "ReflectTestLatentStats", "inputs": {"samples": ["x", 0]}},
+    }
+    g["swg"]["inputs"].update(swg_inputs)
+    return g
+
+
+@pytest.mark.parametrize("inputs,named", [
+    ({"crops_x": 0}, "crops_x"),                       # below ComfyUI's min
+    ({"crop_width": "wide"}, "crop_width"),            # wrong type
+    ({"crop_conditioning": "both"}, "crop_conditioning"),  # not in the dropdown
+    ({"weak_scale": 1000.0}, "weak_scale"),            # above max
+    ({"crops_t": 0}, "crops_t"),
+    ({"start_percent": 1.5}, "start_percent"),         # cross-checked input: range checked by validate_inputs
+    ({"start_percent": 0.8, "end_percent": 0.2}, "start_percent"),
+])
+def test_bad_inputs_refused_at_prompt(comfy_server, inputs, named):
+    with pytest.raises(hostlib.ServerError) as e:
+        comfy_server.queue_prompt(swg_graph(**inputs))
+    text = str(e.value)
+    assert "node errors" in text or "HTTP 400" in text
+    assert named in text, text
+
+
+def test_weak_model_graph_runs_through_the_server(comfy_server):
+    entry = comfy_server.run_prompt(swg_graph())
+    stats = entry["outputs"]["s"]["reflect_latent_stats"][0]
+    assert stats["finite"] and stats["shape"] == [1, 4, 10, 10]
+    # an error at execution names the input the user set
+    entry = comfy_server.run_prompt(swg_graph(crop_width=12), check=False)
+    err = hostlib.prompt_error(entry)
+    assert err is not None and "crop_width (crop_height 0: same as width): crop size 12 is larger" in err, err
