@@ -64,9 +64,24 @@ function graphNodes(node) {
   return g?._nodes ?? g?.nodes ?? [];
 }
 
+// ComfyUI's empty video latents: [spatial, temporal] compression (latent frames = (length - 1) / t + 1).
+export const VIDEO_LATENTS = {
+  EmptyHunyuanLatentVideo: [8, 4], EmptyLTXVLatentVideo: [32, 8], EmptyMochiLatentVideo: [8, 6],
+  EmptyCosmosLatentVideo: [8, 8],
+};
+const EMPTY_LATENT = /^Empty.*Latent/;
+
 function latentFrom(n, downscale) {
   const v = widgetValues(n);
   if (typeof v.width !== "number" || typeof v.height !== "number") return null;
+  const video = VIDEO_LATENTS[n.type];
+  if (video && typeof v.length === "number") {
+    const [sd, td] = video;
+    return {
+      width: Math.floor(v.width / sd), height: Math.floor(v.height / sd), downscale: sd,
+      frames: Math.floor((v.length - 1) / td) + 1, source: `${v.width}x${v.height} px x ${v.length} frames, #${n.id}`,
+    };
+  }
   return {
     width: Math.floor(v.width / downscale), height: Math.floor(v.height / downscale),
     source: `${v.width}x${v.height} px, #${n.id}`,
@@ -74,15 +89,16 @@ function latentFrom(n, downscale) {
 }
 
 // The latent a sampler samples: the empty-latent node on its latent_image
-// input, else the graph's first EmptyLatentImage, else 1024 x 1024 pixels.
+// input, else the graph's first empty-latent node, else 1024 x 1024 pixels.
+// Video latents carry their latent frame count and spatial downscale.
 export function latentSize(sampler, anyNode, downscale = 8) {
   const src = sampler ? inputNode(sampler, "latent_image") : null;
-  if (src && /EmptyLatent|EmptySD3Latent/.test(src.type ?? "")) {
+  if (src && EMPTY_LATENT.test(src.type ?? "")) {
     const l = latentFrom(src, downscale);
     if (l) return l;
   }
   for (const n of graphNodes(sampler ?? anyNode)) {
-    if (n.type === "EmptyLatentImage") {
+    if (EMPTY_LATENT.test(n.type ?? "")) {
       const l = latentFrom(n, downscale);
       if (l) return l;
     }

@@ -42,10 +42,10 @@ const COLORS = { ok: "#9c9", text: "#bbb", warn: "#f66", bad: "#f88", good: "#8c
 const layoutCache = new Map();
 function cachedLayout(v, latent) {
   const key = JSON.stringify([v.crop_width, v.crop_height, v.crop_units, v.crops_x, v.crops_y,
-    latent.width, latent.height]);
+    latent.width, latent.height, latent.downscale]);
   let layout = layoutCache.get(key);
   if (!layout) {
-    layout = swgLayout(v, latent);
+    layout = swgLayout(v, latent, { downscale: latent.downscale ?? 8 });
     if (layoutCache.size >= 32) layoutCache.delete(layoutCache.keys().next().value);
     layoutCache.set(key, layout);
   }
@@ -73,7 +73,7 @@ const SPECS = {
       return { v: widgetValues(node), latent, samplers: samplers.map(({ node: _n, ...s }) => s) };
     },
     show({ v, latent, samplers }) {
-      const layout = { ...cachedLayout(v, latent), source: latent.source };
+      const layout = { ...cachedLayout(v, latent), source: latent.source, frames: latent.frames };
       return {
         lines: swgCostLines(v, layout, samplers), warnings: swgWarnings(v, layout),
         figure: layout.error ? null : { layout, masked: Boolean(v.masked), text: swgLayoutLines(v, layout) },

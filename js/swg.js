@@ -152,8 +152,11 @@ export function swgCost(v, layout, sampler) {
 export function swgLayoutLines(v, layout) {
   if (!layout || layout.error) return [];
   const pct = Math.round(layout.maskedShare * 100);
+  const time = !layout.frames ? [] : v.crops_t > 1 || v.crop_frames > 0
+    ? [`${layout.frames} latent frames, windows along time too`] : [`${layout.frames} latent frames, each whole`];
   return [
-    `latent ${layout.width}x${layout.height}`,
+    layout.frames ? `latent ${layout.width}x${layout.height} per frame` : `latent ${layout.width}x${layout.height}`,
+    ...time,
     `(${layout.source ?? "from the graph"})`,
     `${layout.nw}x${layout.nh} crops of ${layout.kw}x${layout.kh}`,
     `overlap > 1: ${pct}% ${v.masked ? "(masked)" : "(no mask)"}`,

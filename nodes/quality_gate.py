@@ -390,10 +390,11 @@ def split_prompts(prompt: str, per_line: bool, batch: int) -> list[str]:
 def threshold_inputs(below: str, k_effect: str) -> list:
     """The threshold / k / percentiles inputs (QualityGate, AdaptiveStudentTeacher)."""
     return [
-        io.Float.Input("threshold", default=0.0, min=-10.0, max=10.0, step=0.01,
+        io.Float.Input("threshold", default=0.0, min=-1000.0, max=1000.0, step=0.01,
                        tooltip=f"{below} (ignored when a percentile table is connected), on the estimator's "
-                               "scale. ImageReward scores are normalised: 0 is the mean of its training data, "
-                               "typical values lie in -2..2."),
+                               "scale. ImageReward: normalised, 0 is the mean of its training data, typical values "
+                               "-2..2; PickScore: logit_scale x cosine, about 18..24; HPSv2.1: a cosine, about "
+                               "0.2..0.35; aesthetic: 1..10."),
         io.Int.Input("k", default=50, min=0, max=100, step=10,
                      tooltip=f"With a percentile table: the threshold is its k-th percentile{k_effect} (paper: 50)."),
         PercentilesType.Input("percentiles", optional=True,

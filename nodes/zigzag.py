@@ -210,7 +210,10 @@ class ZigzagKSampler(io.ComfyNode):
             category=CATEGORY,
             description="Z-Sampling (Bai et al., ICLR 2025): for the first lambda steps, denoise with cfg, invert "
                         "back up with inversion_cfg, and denoise again (T_max rounds). Paper setting: cfg 5.5, "
-                        "inversion_cfg 0, 50 steps, lambda 49, T_max 1, ddim with the ddim_reference schedule.",
+                        "inversion_cfg 0, 50 steps, lambda 49, T_max 1, ddim with the ddim_reference schedule. "
+                        "Any sampler: it runs once over the whole schedule, with its own noise and multistep history; before "
+                        "each reflected step a DDIM zig at cfg and a zag at inversion_cfg reflect its latent, and its own "
+                        "step is the kept zig (dpm_fast and dpm_adaptive, which pick their own noise levels, are refused).",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model (any type: epsilon, v-prediction, flow, EDM)."),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
@@ -264,7 +267,10 @@ class SamplerZigzag(io.ComfyNode):
             category=CATEGORY,
             description="Z-Sampling as a SAMPLER for SamplerCustomAdvanced. The denoising guidance gamma_1 is the "
                         "guider's cfg (CFGGuider); the inversion guidance is set here. Guiders built on ComfyUI's "
-                        "CFG function honour inversion_cfg and skip unneeded branches.",
+                        "CFG function honour inversion_cfg and skip unneeded branches. "
+                        "Any sampler: it runs once over the whole schedule, with its own noise and multistep history; before "
+                        "each reflected step a DDIM zig at cfg and a zag at inversion_cfg reflect its latent, and its own "
+                        "step is the kept zig (dpm_fast and dpm_adaptive, which pick their own noise levels, are refused).",
             inputs=[
                 io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="ddim",
                                tooltip="Base sampler of the denoising steps (the paper uses DDIM: 'ddim')."),

@@ -6,6 +6,7 @@ SDXL = "sd_xl_base_1.0.safetensors"
 SDXL_REFINER = "sd_xl_refiner_1.0.safetensors"
 SDXL_TURBO = "sd_xl_turbo_1.0_fp16.safetensors"
 SD15 = "v1-5-pruned-emaonly.safetensors"
+SSD1B = "SSD-1B.safetensors"
 LCM_SDXL = "lcm-sdxl.safetensors"
 XLMOREART = "xl_more_art-full_v1.safetensors"
 YOSO = "yoso_sd1.5_lora.safetensors"
@@ -263,36 +264,87 @@ Models: ComfyUI/models/checkpoints/{ckpt}
     ]}
 
 
+SWG_WEAK = {"nodes": [
+    note("note", """
+WMG-SWG (Kaiser, Adaloglou, Kollmann 2024): the paper's best results combine a weak model with SWG. On EDM2-S,
+RT+M-SWG (weak-model weight 1.2, SWG scale 0.25) gives FID 3.35 and RCT+M-SWG 3.22. Here: SDXL base guided by
+a weaker model of the same latent format (SSD-1B, distilled from SDXL: reduced capacity, as the paper's RCT) and
+by its own crops (2 x 2 crops of 5/8 of the latent): D = D_cfg1 + 1.2 (D_cond - D_weak) + 0.25 (D_cond - D_crops),
+cfg 1 as in the paper. The second row is the weak-model guidance alone (scale 0).
+
+Models: ComfyUI/models/checkpoints/""" + SDXL + """ and """ + SSD1B + """ (segmind/SSD-1B)
+""", [-480, 0]),
+    checkpoint("ckpt", SDXL, [0, 0]),
+    checkpoint("weak", SSD1B, [0, 240]),
+    text("pos", ("ckpt", 1), PROMPT, [360, 0], "positive"),
+    text("neg", ("ckpt", 1), NEGATIVE, [360, 240], "negative"),
+    latent("lat", 1024, [360, 480]),
+    {"id": "wswg", "type": "SlidingWindowGuidance", "pos": [760, 0], "title": "WMG-SWG (1.2, 0.25)",
+     "inputs": {"model": ("ckpt", 0), "weak_model": ("weak", 0), "weak_scale": 1.2, "scale": 0.25,
+                "crop_width": 640, "crop_units": "pixels", "crops_x": 2}},
+    {"id": "wmg", "type": "SlidingWindowGuidance", "pos": [760, 360], "title": "WMG alone (1.2)",
+     "inputs": {"model": ("ckpt", 0), "weak_model": ("weak", 0), "weak_scale": 1.2, "scale": 0.0,
+                "crop_width": 640, "crop_units": "pixels", "crops_x": 2}},
+    ksampler("ks_wswg", ("wswg", 0), ("pos", 0), ("neg", 0), ("lat", 0), [1140, 0], "WMG-SWG (cfg 1)", steps=30,
+             cfg=1.0, sampler_name="euler", scheduler="normal"),
+    ksampler("ks_wmg", ("wmg", 0), ("pos", 0), ("neg", 0), ("lat", 0), [1140, 360], "WMG (cfg 1)", steps=30,
+             cfg=1.0, sampler_name="euler", scheduler="normal"),
+    *decode_save("wswg", ("ks_wswg", 0), ("ckpt", 2), "wmg_swg_sdxl", [1520, 0]),
+    *decode_save("wmg", ("ks_wmg", 0), ("ckpt", 2), "wmg_sdxl", [1520, 360]),
+]}
+
+
 # --------------------------------------------------------------------------- quality gate / adaptive
 
 IR_FILES = """- ComfyUI/models/image_reward/ImageReward.pt and med_config.json (THUDM/ImageReward), vocab.txt
   (google-bert/bert-base-uncased); downloaded there on first use when online."""
 
-BEST_OF_BATCH = {"nodes": [
-    note("note", f"""
-QualityGate picking the best of a batch: SDXL makes 4 images from one prompt, ImageReward (Xu et al. 2023) scores
-each against the prompt, and the best one is saved (the node shows every score). The threshold splits the batch
-into passed / failed images too.
+PICKSCORE_FILES = """- ComfyUI/models/pickscore/model.safetensors (yuvalkirstain/PickScore_v1); downloaded there on first use when
+  online. PickScore's scale is its own (logit_scale x cosine, about 18-24 on SDXL images)."""
+
+
+def best_of_batch(estimator=None):
+    """4 SDXL images, scored by ImageReward (its own loader) or by ``estimator`` (Load Quality Model)."""
+    name, files = ("ImageReward (Xu et al. 2023)", IR_FILES) if estimator is None else \
+        ("PickScore (Kirstain et al. 2023)", PICKSCORE_FILES)
+    loader = ({"id": "ir", "type": "ImageRewardLoader", "pos": [760, 420], "inputs": {"checkpoint": "ImageReward.pt"}}
+              if estimator is None else
+              {"id": "ir", "type": "QualityModelLoader", "pos": [760, 420], "inputs": {"estimator": estimator}})
+    threshold = 0.0 if estimator is None else 21.0
+    return {"nodes": [
+        note("note", f"""
+QualityGate picking the best of a batch: SDXL makes 4 images from one prompt, {name} scores
+each against the prompt, and the best one is saved (the node shows every score). The threshold ({threshold}) splits
+the batch into passed / failed images too.
 
 Models:
 {MODELS_SDXL}
-{IR_FILES}
+{files}
 """, [-480, 0]),
-    checkpoint("ckpt", SDXL, [0, 0]),
-    text("pos", ("ckpt", 1), PROMPT, [360, 0], "positive"),
-    text("neg", ("ckpt", 1), NEGATIVE, [360, 240], "negative"),
-    latent("lat", 1024, [360, 480], batch=4),
-    ksampler("ks", ("ckpt", 0), ("pos", 0), ("neg", 0), ("lat", 0), [760, 0], steps=30, cfg=6.0,
-             sampler_name="dpmpp_2m", scheduler="karras"),
-    {"id": "dec", "type": "VAEDecode", "pos": [1140, 0], "inputs": {"samples": ("ks", 0), "vae": ("ckpt", 2)}},
-    {"id": "ir", "type": "ImageRewardLoader", "pos": [760, 420], "inputs": {"checkpoint": "ImageReward.pt"}},
-    {"id": "gate", "type": "QualityGate", "pos": [1400, 0],
-     "inputs": {"image_reward": ("ir", 0), "images": ("dec", 0), "prompt": PROMPT, "threshold": 0.0}},
-    {"id": "save", "type": "SaveImage", "pos": [1800, 0], "inputs": {"images": ("gate", 2), "filename_prefix": "best"}},
-]}
+        checkpoint("ckpt", SDXL, [0, 0]),
+        text("pos", ("ckpt", 1), PROMPT, [360, 0], "positive"),
+        text("neg", ("ckpt", 1), NEGATIVE, [360, 240], "negative"),
+        latent("lat", 1024, [360, 480], batch=4),
+        ksampler("ks", ("ckpt", 0), ("pos", 0), ("neg", 0), ("lat", 0), [760, 0], steps=30, cfg=6.0,
+                 sampler_name="dpmpp_2m", scheduler="karras"),
+        {"id": "dec", "type": "VAEDecode", "pos": [1140, 0], "inputs": {"samples": ("ks", 0), "vae": ("ckpt", 2)}},
+        loader,
+        {"id": "gate", "type": "QualityGate", "pos": [1400, 0],
+         "inputs": {"image_reward": ("ir", 0), "images": ("dec", 0), "prompt": PROMPT, "threshold": threshold}},
+        {"id": "save", "type": "SaveImage", "pos": [1800, 0],
+         "inputs": {"images": ("gate", 2), "filename_prefix": "best"}},
+    ]}
 
 
-def adaptive_spec(kind):
+BEST_OF_BATCH = best_of_batch()
+
+
+HPS_FILES = """- ComfyUI/models/hpsv2/HPS_v2.1_compressed.pt (xswu/HPSv2); downloaded there on first use when online."""
+
+
+def adaptive_spec(kind, estimator=None):
+    """The paper's two setups with ImageReward and its tables; ``estimator`` (e.g. "hpsv2.1"): the LCM-SDXL setup
+    scored by that estimator through Load Quality Model, with a threshold to calibrate (no paper table)."""
     lcm = kind == "lcm"
     table = "IR_percentiles_lcm_sdxl.json" if lcm else "IR_percentiles_sdxl_turbo.json"
     if lcm:
@@ -306,16 +358,23 @@ def adaptive_spec(kind):
         about = ("SDXL-Turbo student, 2 steps (euler_ancestral, cfg 1 = the reference's guidance 0), teacher SDXL "
                  "refiner, 4 steps UniPC, cfg 8, rollback sigma 0.3, k 50. Turbo makes 512 px images, the refiner "
                  "refines them at that size")
+    if estimator is None:
+        scoring = (f"The student's samples are scored with ImageReward; those below the 50th percentile of the "
+                   f"student's scores (the paper's table, {table}) are refined")
+    else:
+        scoring = (f"The student's samples are scored with HPSv2.1 (Wu et al. 2023) instead of the paper's "
+                   f"ImageReward; those below the threshold 0.27 (a starting value: replace it by the 50th "
+                   f"percentile of your student's HPSv2.1 scores, made with tools/calibrate.py on "
+                   f"calibrate_lcm_sdxl with Load Quality Model set to hpsv2.1, then connect that table) are refined")
     nodes = [note("note", f"""
 Adaptive student-teacher (Starodubcev et al. 2023, "Your Student is Better Than Expected"; code
-yandex-research/adaptive-diffusion): {about}. The student's samples are scored with ImageReward; those below
-the 50th percentile of the student's scores (the paper's table, {table}) are refined by the teacher from the
-rollback level; the rest are kept. Average cost per image: {"4 + 0.5 x 12 = 10" if lcm else "2 + 0.5 x 4 = 4"}
-steps (the node reports the measured value).
+yandex-research/adaptive-diffusion): {about}. {scoring} by the teacher from the rollback level; the rest are
+kept. Average cost per image: {"4 + 0.5 x 12 = 10" if lcm else "2 + 0.5 x 4 = 4"} steps (the node reports the
+measured value).
 
 Models:
 {models}
-{IR_FILES}
+{IR_FILES if estimator is None else HPS_FILES}
 """, [-480, 0], (460, 420))]
     if lcm:
         nodes += [checkpoint("ckpt", SDXL, [0, 0]),
@@ -340,15 +399,18 @@ Models:
         latent("lat", size, [360, 480], batch=4),
         t_pos, t_neg,
         ksampler("student", student, ("pos", 0), ("neg", 0), ("lat", 0), [760, 0], "student", **s_kw),
-        {"id": "ir", "type": "ImageRewardLoader", "pos": [760, 420], "inputs": {"checkpoint": "ImageReward.pt"}},
-        {"id": "table", "type": "ImageRewardPercentiles", "pos": [760, 560], "inputs": {"table": table}},
+        *([{"id": "ir", "type": "ImageRewardLoader", "pos": [760, 420], "inputs": {"checkpoint": "ImageReward.pt"}},
+           {"id": "table", "type": "QualityPercentiles", "pos": [760, 560], "inputs": {"table": table}}]
+          if estimator is None else
+          [{"id": "ir", "type": "QualityModelLoader", "pos": [760, 420], "inputs": {"estimator": estimator}}]),
         {"id": "ast", "type": "AdaptiveStudentTeacher", "pos": [1140, 0], "size": [360, 620],
          "inputs": {"samples": ("student", 0), "student_vae": vae, "student_steps": s_kw["steps"],
                     "image_reward": ("ir", 0), "prompt": PROMPT, "teacher_model": t_model,
                     "teacher_positive": ("tpos", 0), "teacher_negative": ("tneg", 0), "seed": 7,
                     "teacher_steps": 12 if lcm else 4, "teacher_cfg": 8.0, "teacher_sampler": "uni_pc",
                     "teacher_scheduler": "normal", "sigma": 0.7 if lcm else 0.3, "strategy": "refine",
-                    "rollback_schedule": "reference", "k": 50, "percentiles": ("table", 0)}},
+                    "rollback_schedule": "reference", "k": 50,
+                    **({"percentiles": ("table", 0)} if estimator is None else {"threshold": 0.27})}},
         {"id": "save", "type": "SaveImage", "pos": [1560, 0],
          "inputs": {"images": ("ast", 0), "filename_prefix": f"adaptive_{kind}"}},
     ]
@@ -419,8 +481,11 @@ SPECS = {
     "w2sd_controlnet_sdxl": W2SD_CONTROLNET,
     "swg_sd15": swg_spec("sd15"),
     "swg_sdxl": swg_spec("sdxl"),
+    "swg_weak_model_sdxl": SWG_WEAK,
     "quality_gate_best_of_batch": BEST_OF_BATCH,
+    "quality_gate_pickscore_sdxl": best_of_batch("pickscore"),
     "adaptive_lcm_sdxl": adaptive_spec("lcm"),
+    "adaptive_lcm_sdxl_hps": adaptive_spec("lcm", "hpsv2.1"),
     "adaptive_turbo_refiner": adaptive_spec("turbo"),
     "calibrate_lcm_sdxl": CALIBRATE,
     "adaptive_yoso_sd15": YOSO,

@@ -530,6 +530,30 @@ def test_swg_draws_windows_and_cost(frontend, tmp_path):
     screenshot(page, swg_id, tmp_path, "frontend_e2e_swg.png")
 
 
+def test_swg_draws_video_windows_per_frame(frontend):
+    """19.2: on a video latent the drawing is the spatial layout of one frame, and says so."""
+    page = frontend
+    load(page, "swg_sd15.json")
+    swg_id = min(n["id"] for n in nodes_of(page, "SlidingWindowGuidance"))  # feeds KSampler 8
+    page.evaluate("""() => {
+        const v = LiteGraph.createNode("EmptyHunyuanLatentVideo");
+        app.graph.add(v);
+        const set = { width: 512, height: 512, length: 33 };
+        for (const w of v.widgets) if (w.name in set) w.value = set[w.name];
+        const ks = app.graph.getNodeById(8);
+        v.connect(0, ks, ks.inputs.findIndex((i) => i.name === "latent_image"));
+    }""")
+    settle(page)
+    (n,) = [x for x in nodes_of(page, "SlidingWindowGuidance") if x["id"] == swg_id]
+    assert n["figure"][:3] == ["latent 64x64 per frame", "9 latent frames, each whole",
+                               "(512x512 px x 33 frames, #%s)" % n["figure"][2].rsplit("#", 1)[-1][:-1]], n
+    assert n["windows"] == [[0, 40, 0, 40], [24, 64, 0, 40], [0, 40, 24, 64], [24, 64, 24, 64]], n
+    set_widget(page, swg_id, "crops_t", 3)
+    (n,) = [x for x in nodes_of(page, "SlidingWindowGuidance") if x["id"] == swg_id]
+    assert n["figure"][1] == "9 latent frames, windows along time too", n
+    assert not page.reflect_errors, page.reflect_errors
+
+
 def test_w2sd_and_adaptive_costs(frontend):
     page = frontend
     load(page, "w2sd_lora_sdxl.json")

@@ -21,6 +21,7 @@ import zlib
 import pytest
 
 import hostlib
+import estimators_tiny
 import imagereward_tiny as tiny
 
 WF_DIR = hostlib.REPO_ROOT / "workflows"
@@ -128,7 +129,8 @@ def test_server_rejects_api_twin_only_for_missing_model_files(comfy_server, name
 
 def _family(filename: str) -> str:
     name = filename.lower()
-    return "flux" if "flux" in name else "wan21" if "wan" in name else "sdxl" if "xl" in name else "sd15"
+    sdxl = "xl" in name or "ssd-1b" in name  # SSD-1B: distilled SDXL, SDXL's latent format
+    return "flux" if "flux" in name else "wan21" if "wan" in name else "sdxl" if sdxl else "sd15"
 
 
 def tiny_graph(api: dict) -> dict:
@@ -196,7 +198,7 @@ def server_files(comfy_server):
 
 
 def write_server_files(base):
-    """LoRAs, ImageReward files and input images the workflows name, written for the tiny models."""
+    """LoRAs, quality-model files and input images the workflows name, written for the tiny models."""
     import safetensors.torch
     import torch
     from PIL import Image
@@ -211,6 +213,7 @@ def write_server_files(base):
         lora = hostlib.make_lora(hostlib.build_model(_family(name), "eps", 0), rank=2, seed=1)
         safetensors.torch.save_file({k: v.contiguous() for k, v in lora.items()}, str(loras / name))
     tiny.write_files(base / "models" / "image_reward", seed=0, name="ImageReward.pt")
+    estimators_tiny.write_files(base / "models", seed=0)  # PickScore and HPSv2.1, for the workflows that load them
     (base / "input").mkdir(exist_ok=True)
     g = torch.Generator().manual_seed(0)
     img = (torch.rand(64, 64, 3, generator=g) * 255).to(torch.uint8).numpy()

@@ -69,3 +69,17 @@ test("widget values and connected inputs", () => {
   assert.equal(isConnected(ast, "percentiles"), true);
   assert.equal(isConnected(ast, "teacher_vae"), false);
 });
+
+test("a video latent is read with its own compression: spatial size per frame and the latent frames", () => {
+  const { node, link } = makeGraph();
+  const wan = node(1, "EmptyHunyuanLatentVideo", { width: 832, height: 480, length: 33, batch_size: 1 }, [], ["LATENT"]);
+  const swg = node(2, "SlidingWindowGuidance", { scale: 1 }, ["model"], ["MODEL"]);
+  const ks = node(3, "KSampler", { steps: 20 }, ["model", "latent_image"], ["LATENT"]);
+  link(swg, 0, ks, "model");
+  link(wan, 0, ks, "latent_image");
+  assert.deepEqual(latentSize(ks, swg),
+    { width: 104, height: 60, downscale: 8, frames: 9, source: "832x480 px x 33 frames, #1" });
+  const ltx = makeGraph().node(1, "EmptyLTXVLatentVideo", { width: 768, height: 512, length: 97 }, [], ["LATENT"]);
+  assert.deepEqual(latentSize(null, ltx),
+    { width: 24, height: 16, downscale: 32, frames: 13, source: "768x512 px x 97 frames, #1" });
+});

@@ -75,3 +75,12 @@ test("small crops that leave part of the latent uncovered are pointed out", () =
   assert.match(swgWarnings(paper, l)[0], /uncovered/);
   assert.equal(swgLayout(paper, latent64).uncovered, 0);
 });
+
+test("video latents: the windows are drawn per frame, time whole unless temporal windows are asked for", () => {
+  const l = { ...swgLayout(paper, latent64), source: "test", frames: 9 };
+  const lines = swgLayoutLines(paper, l);
+  assert.equal(lines[0], "latent 64x64 per frame");
+  assert.equal(lines[1], "9 latent frames, each whole");
+  assert.equal(swgLayoutLines({ ...paper, crops_t: 3 }, l)[1], "9 latent frames, windows along time too");
+  assert.equal(swgLayoutLines(paper, { ...l, frames: undefined })[0], "latent 64x64");
+});
