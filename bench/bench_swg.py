@@ -56,7 +56,7 @@ def main():
     print(f"ComfyUI {env['version']} at {env['path']}; device {a.device}; torch {torch.__version__}; threads "
           f"{torch.get_num_threads()}; SD1.5-sized UNet, latent {a.size}x{a.size}, {a.crops}x{a.crops} crops of "
           f"{a.crop}, {a.steps} steps, {a.repeats} alternating repeats (median)")
-    print_table(res, "CFG", width=12)
+    print_table(res, "CFG", width=24)
     measured = res["CFG + SWG"]["per_run"] / res["CFG"]["per_run"]
     print(f"seconds per step: CFG {res['CFG']['per_run'] / a.steps:.3f}, CFG + SWG "
           f"{res['CFG + SWG']['per_run'] / a.steps:.3f}; measured ratio {measured:.3f}, expected from the work "
