@@ -45,7 +45,7 @@ class ZigzagSampler(comfy.samplers.KSAMPLER):
 
     def __init__(self, sampler_name, gamma2: float, lambda_steps: int, rounds: int, inversion: str,
                  reference_scaling: bool = False):
-        zz.check_args(None, max(lambda_steps, 0), rounds, inversion)
+        zz.check_args(None, lambda_steps, rounds, inversion)
         self.base, self.sampler_name = glue.base_sampler(sampler_name)
         super().__init__(self._sample, inpaint_options=self.base.inpaint_options)
         self.gamma2, self.lambda_steps, self.rounds = float(gamma2), int(lambda_steps), int(rounds)
@@ -58,7 +58,7 @@ class ZigzagSampler(comfy.samplers.KSAMPLER):
         return True if self._unit_start else super().max_denoise(model_wrap, sigmas)
 
     def reflected_steps(self, n_steps: int) -> int:
-        return self.lambda_steps
+        return zz.resolve_steps(self.lambda_steps, n_steps)
 
     def total_calls(self, n_steps: int) -> int:
         return model_calls(self.sampler_name, n_steps, self.reflected_steps(n_steps), self.rounds)
@@ -191,9 +191,10 @@ def _inversion_inputs():
         io.Float.Input("inversion_cfg", default=0.0, min=-100.0, max=100.0, step=0.1, round=0.01,
                        tooltip="gamma_2: guidance of the zag (inversion) step. The paper uses 0, which needs only "
                                "the unconditional branch; 1 needs only the conditional one."),
-        io.Int.Input("zigzag_steps", default=49, min=0, max=10000,
-                     tooltip="lambda: how many of the first sampling steps are reflected (zig, zag, zig). Must be "
-                             "smaller than the number of steps; the paper uses steps - 1. 0 = plain sampling."),
+        io.Int.Input("zigzag_steps", default=-1, min=-1, max=10000,
+                     tooltip="lambda: how many of the first sampling steps are reflected (zig, zag, zig). -1 "
+                             "(default): every step but the last, the paper's steps - 1 on any schedule. Otherwise "
+                             "smaller than the number of steps; 0 = plain sampling."),
         io.Int.Input("rounds", default=1, min=1, max=100,
                      tooltip="T_max: zag/zig rounds per reflected step. Each round costs one inversion and one "
                              "denoising evaluation."),
