@@ -6,6 +6,7 @@ reflection samplers.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import math
@@ -538,16 +539,12 @@ def process_conds_with(model, guider_model, noise, conds: dict, device, latent_i
     return comfy.samplers.process_conds(model, noise, conds, device, latent_image, denoise_mask, seed, **kwargs)
 
 
+@contextlib.contextmanager
 def run_patcher(patcher):
     """Context of a ModelPatcher evaluated in a sampling run that another patcher leads (CFGGuider.outer_sample's
     pre_run / cleanup: current_patcher, ON_PRE_RUN / ON_CLEANUP callbacks). Checked on 0.3.64 and 0.17.0."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def ctx():
-        patcher.pre_run()
-        try:
-            yield
-        finally:
-            patcher.cleanup()
-    return ctx()
+    patcher.pre_run()
+    try:
+        yield
+    finally:
+        patcher.cleanup()

@@ -20,6 +20,11 @@ from . import compat as glue
 REFERENCE_SCHEDULER = "ddim_reference"
 CATEGORY = "sampling/reflect"
 
+SAMPLER_RULE = ("Any sampler: it runs once over the whole schedule, with its own noise and multistep history; "
+                "before each reflected step a DDIM zig at cfg and a zag at inversion_cfg reflect its latent, and its "
+                "own step is the kept zig (dpm_fast and dpm_adaptive, which pick their own noise levels, are "
+                "refused).")
+
 INVERSION_TOOLTIP = (
     "How the zag (inversion) step maps noise levels. 'published': what the reference code computes under the "
     "diffusers it pins (0.22.3) and what produced the paper's results: the latent is read one step lower than it "
@@ -212,9 +217,7 @@ class ZigzagKSampler(io.ComfyNode):
             description="Z-Sampling (Bai et al., ICLR 2025): for the first lambda steps, denoise with cfg, invert "
                         "back up with inversion_cfg, and denoise again (T_max rounds). Paper setting: cfg 5.5, "
                         "inversion_cfg 0, 50 steps, lambda 49, T_max 1, ddim with the ddim_reference schedule. "
-                        "Any sampler: it runs once over the whole schedule, with its own noise and multistep history; before "
-                        "each reflected step a DDIM zig at cfg and a zag at inversion_cfg reflect its latent, and its own "
-                        "step is the kept zig (dpm_fast and dpm_adaptive, which pick their own noise levels, are refused).",
+                        + SAMPLER_RULE,
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model (any type: epsilon, v-prediction, flow, EDM)."),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
@@ -269,9 +272,7 @@ class SamplerZigzag(io.ComfyNode):
             description="Z-Sampling as a SAMPLER for SamplerCustomAdvanced. The denoising guidance gamma_1 is the "
                         "guider's cfg (CFGGuider); the inversion guidance is set here. Guiders built on ComfyUI's "
                         "CFG function honour inversion_cfg and skip unneeded branches. "
-                        "Any sampler: it runs once over the whole schedule, with its own noise and multistep history; before "
-                        "each reflected step a DDIM zig at cfg and a zag at inversion_cfg reflect its latent, and its own "
-                        "step is the kept zig (dpm_fast and dpm_adaptive, which pick their own noise levels, are refused).",
+                        + SAMPLER_RULE,
             inputs=[
                 io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="ddim",
                                tooltip="Base sampler of the denoising steps (the paper uses DDIM: 'ddim')."),
@@ -286,9 +287,7 @@ class SamplerZigzag(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, sampler_name=None, zigzag_steps=None):
-        # only the inputs cross-checked here: ComfyUI checks all others itself and skips these
-        error, v = glue.named_inputs(cls, sampler_name=sampler_name, zigzag_steps=zigzag_steps)
-        return error or glue.check_reflectable(sampler_name, v["zigzag_steps"])
+        return validate_reflection(cls, None, sampler_name, "zigzag_steps", zigzag_steps)  # steps: the sigmas'
 
     @classmethod
     def execute(cls, sampler_name, inversion_cfg, zigzag_steps, rounds, inversion, reference_scaling) -> io.NodeOutput:
