@@ -34,32 +34,35 @@ export function guidanceBranches(g) {
   return g === 0 || isclose(g, 1) ? 1 : 2;
 }
 
-// Samplers whose steps take two evaluations, except a last step that ends at
-// sigma 0 (then one: an Euler step).
-const TWO_STAGE = new Set([
-  "heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde",
-  "dpmpp_sde_gpu", "seeds_2", "exp_heun_2_x0", "exp_heun_2_x0_sde",
-]);
+// Model calls of ComfyUI's samplers: a mirror of samplers/calls.py (run_calls),
+// checked against it for every sampler there by tests/test_sampler_calls.py.
+// Multi-call steps; every other sampler makes one call a step.
+const CALLS_PER_STEP = {
+  heun: 2, heunpp2: 3, dpm_2: 2, dpm_2_ancestral: 2, dpmpp_2s_ancestral: 2, dpmpp_2s_ancestral_cfg_pp: 2,
+  dpmpp_sde: 2, dpmpp_sde_gpu: 2, exp_heun_2_x0: 2, exp_heun_2_x0_sde: 2, seeds_2: 2, seeds_3: 3, sa_solver_pece: 2,
+};
 // Samplers whose number of evaluations depends on the model's outputs.
 export const VARIABLE_SAMPLERS = new Set(["dpm_adaptive"]);
 
-// Model evaluations of one run of a ComfyUI sampler over n steps (one call of
-// its sampler function); endsAtZero: the run's last sigma is 0 (every ComfyUI
-// scheduler; not the ddim_reference schedule, nor a piece of a schedule).
-export function samplerEvals(sampler, n, endsAtZero = true) {
-  if (!(n > 0)) return 0;
-  if (TWO_STAGE.has(sampler)) return 2 * n - (endsAtZero ? 1 : 0);
-  if (sampler === "seeds_3") return 3 * n - (endsAtZero ? 2 : 0);
-  if (sampler === "heunpp2") return n === 1 ? 1 : 3 * n - 3; // 3 per step, 2 for the one before last, 1 for the last
-  if (sampler === "sa_solver_pece") return 2 * n - 1; // no corrector after the last step
-  return n;
+// Model calls of step i of n (samplers/calls.py calls_in_step): a multi-call step
+// into sigma 0 makes one (endsAtZero: the run's last sigma is 0, as with every
+// ComfyUI scheduler; not the ddim_reference schedule); heunpp2 compares with the
+// last sigma, whatever it is: one call into it, two with one step left, three
+// before; sa_solver_pece has no corrector in its first step.
+function callsInStep(sampler, n, i, endsAtZero) {
+  if (sampler === "sa_solver_pece") return i === 0 ? 1 : 2;
+  if (sampler === "heunpp2") return Math.min(3, n - i);
+  if (endsAtZero && i === n - 1) return 1;
+  return CALLS_PER_STEP[sampler] ?? 1;
 }
 
-// Evaluations per step of a sampler, as samplers/zigzag.py's progress bar counts them.
-export const EVALS_PER_STEP = {
-  heun: 2, heunpp2: 2, dpm_2: 2, dpm_2_ancestral: 2, dpmpp_2s_ancestral: 2, dpmpp_2s_ancestral_cfg_pp: 2,
-  dpmpp_sde: 2, dpmpp_sde_gpu: 2, exp_heun_2_x0: 2, exp_heun_2_x0_sde: 2, seeds_2: 2, seeds_3: 3, sa_solver_pece: 2,
-};
+// Model evaluations of one run of a ComfyUI sampler over n steps (one call of
+// its sampler function).
+export function samplerEvals(sampler, n, endsAtZero = true) {
+  let total = 0;
+  for (let i = 0; i < n; i++) total += callsInStep(sampler, n, i, endsAtZero);
+  return total;
+}
 
 // Steps a sampling node runs: steps, or none at denoise 0.
 function runSteps(steps, denoise) {

@@ -147,10 +147,13 @@ class AdaptiveStudentTeacher(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, sigma=None, strategy=None):
-        # Only the inputs cross-checked here are named: ComfyUI's own type, range and dropdown checks run on all
-        # the others, and skip these two, so their own checks are made here as ComfyUI words them.
-        error, v = glue.named_inputs(cls, sigma=sigma, strategy=strategy)
+    def validate_inputs(cls, sigma=None, strategy=None, teacher_sampler=None, teacher_scheduler=None,
+                        rollback_schedule=None):
+        # Only the inputs cross-checked here and the dropdowns (glue.combos_checked) are named: ComfyUI's own
+        # type, range and dropdown checks run on all the others, and skip these, so they are made here as
+        # ComfyUI words them.
+        error, v = glue.named_inputs(cls, sigma=sigma, strategy=strategy, teacher_sampler=teacher_sampler,
+                                     teacher_scheduler=teacher_scheduler, rollback_schedule=rollback_schedule)
         if error:
             return error
         sigma = v["sigma"]

@@ -21,31 +21,7 @@ import comfy.utils
 import folder_paths
 import latent_preview
 
-# Model evaluations per step of ComfyUI's samplers that are not single-evaluation
-# (used only to size the progress bar; the bar is clamped to what really ran).
-EVALS_PER_STEP = {
-    "heun": 2, "heunpp2": 2, "dpm_2": 2, "dpm_2_ancestral": 2, "dpmpp_2s_ancestral": 2,
-    "dpmpp_2s_ancestral_cfg_pp": 2, "dpmpp_sde": 2, "dpmpp_sde_gpu": 2, "exp_heun_2_x0": 2,
-    "exp_heun_2_x0_sde": 2, "seeds_2": 2, "seeds_3": 3, "sa_solver_pece": 2,
-}
-
-# Samplers that do not step along the sigmas they are given (DPM-Solver's own time grid, or adaptive
-# step sizes): there is no step i at sigma_i to reflect. Checked on 0.3.64, 0.17.0.
-OFF_SCHEDULE = ("dpm_fast", "dpm_adaptive")
-
-
-def calls_in_step(sampler_name: str, sigmas, i: int) -> int:
-    """Model calls a ComfyUI sampler makes in step i of ``sigmas`` (k_diffusion/sampling.py on 0.3.64 and
-    0.17.0: a second-order step falls back to one call into sigma = 0; heunpp2 makes three calls while two
-    steps remain, two with one left, one into 0; sa_solver_pece has no corrector call in its first step)."""
-    if sampler_name == "sa_solver_pece":
-        return 1 if i == 0 else 2
-    if sigmas[i + 1] == 0:
-        return 1
-    if sampler_name == "heunpp2":
-        return 3 if i + 2 < len(sigmas) and sigmas[i + 2] != 0 else 2
-    return EVALS_PER_STEP.get(sampler_name, 1)
-
+from ..samplers.calls import OFF_SCHEDULE, calls_in_step  # noqa: F401  (the reflectors follow the sampler's calls)
 
 def check_reflectable(sampler_name, reflected) -> str | bool:
     """True, or why ``sampler_name`` cannot run reflected steps (``reflected`` > 0 or -1: some are)."""
@@ -86,6 +62,13 @@ def named_inputs(node_cls, **values):
         if hi is not None and v > hi:
             return f"{spec.id}: value {v} bigger than max of {hi}", None
     return None, out
+
+
+def combos_checked(node_cls, **values) -> str | bool:
+    """validate_inputs of a node's dropdowns: ComfyUI 0.3.64 does not check a V3 node's Combo inputs at /prompt
+    (0.17.0 does), so every pack node names its dropdowns in its validate_inputs and has them checked here, in
+    ComfyUI's wording, on every version. True, or the message naming the input."""
+    return named_inputs(node_cls, **values)[0] or True
 
 
 def fix_empty_latent_channels(model, latent: dict) -> torch.Tensor:
@@ -324,17 +307,25 @@ def is_oom(e: BaseException) -> bool:
 
 
 def run_naming(name: str, shape, fn, errors=(RuntimeError, IndexError)):
-    """``fn()``, with a model failure that is not an interrupt or out-of-memory
-    re-raised naming the latent input it was sampling (e.g. a latent too small
-    for the network)."""
+    """``fn()``; a failure in it (not an interrupt or out-of-memory) keeps its type and traceback and gets the
+    input it was sampling added to its message as context (e.g. a latent too small for the network), the
+    original chained as its cause; once, however deep the calls nest."""
     try:
         return fn()
     except comfy.model_management.InterruptProcessingException:
         raise
     except errors as e:
-        if is_oom(e):
+        if is_oom(e) or getattr(e, "_reflect_context", False):
             raise
-        raise RuntimeError(f"{name}: processing a latent of shape {tuple(shape)} failed: {e}") from e
+        context = f"(while sampling {name} of shape {tuple(shape)})"
+        try:
+            named = type(e)(f"{e} {context}")
+        except Exception:  # a type that does not take one message: the context as a note
+            e.add_note(context)
+            e._reflect_context = True
+            raise
+        named._reflect_context = True
+        raise named.with_traceback(e.__traceback__) from e
 
 
 def check_result(x: torch.Tensor, names: str) -> torch.Tensor:

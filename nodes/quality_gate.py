@@ -276,6 +276,10 @@ class ImageRewardLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, checkpoint=None, download=None, precision=None):
+        return glue.combos_checked(cls, checkpoint=checkpoint, download=download, precision=precision)
+
+    @classmethod
     def execute(cls, checkpoint, download, precision="fp32") -> io.NodeOutput:
         return io.NodeOutput(QualityModel.load(ir.NAME, resolve_files(checkpoint, download), precision))
 
@@ -319,9 +323,13 @@ class QualityModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, estimator=None, weights=None):
-        # ComfyUI skips its dropdown check for the two inputs named here: the estimator is checked as it would,
-        # the weights against the estimator's folders as they are now (a file added since start-up is accepted)
+    def validate_inputs(cls, estimator=None, weights=None, precision=None, download=None):
+        # ComfyUI skips its dropdown check for the inputs named here: the estimator and the other dropdowns are
+        # checked as it would, the weights against the estimator's folders as they are now (a file added since
+        # start-up is accepted)
+        checked = glue.combos_checked(cls, precision=precision, download=download)
+        if checked is not True:
+            return checked
         ests = _estimators()
         if estimator is not None and estimator not in ests:
             return f"estimator: '{estimator}' not in {list(ests)}"
@@ -358,6 +366,10 @@ class QualityPercentiles(io.ComfyNode):
                                    tooltip=f"JSON table in models/{TABLES} or the pack's percentiles/ folder.")],
             outputs=[PercentilesType.Output(display_name="percentiles")],
         )
+
+    @classmethod
+    def validate_inputs(cls, table=None):
+        return glue.combos_checked(cls, table=table)
 
     @classmethod
     def execute(cls, table) -> io.NodeOutput:

@@ -328,9 +328,11 @@ class SlidingWindowGuidance(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, start_percent=None, end_percent=None):
-        # start/end are cross-checked here, so ComfyUI skips its own range check for them: done here too
-        error, v = glue.named_inputs(cls, start_percent=start_percent, end_percent=end_percent)
+    def validate_inputs(cls, start_percent=None, end_percent=None, crop_units=None, crop_conditioning=None):
+        # start/end are cross-checked here, so ComfyUI skips its own range check for them: done here too, and
+        # for the dropdowns (glue.combos_checked)
+        error, v = glue.named_inputs(cls, start_percent=start_percent, end_percent=end_percent,
+                                     crop_units=crop_units, crop_conditioning=crop_conditioning)
         if error:
             return error
         start_percent, end_percent = v["start_percent"], v["end_percent"]

@@ -353,7 +353,7 @@ def _run(guiders: dict, seed, steps, sampler_name, scheduler, latent_image, deno
                               reference_scaling=scheduler == REFERENCE_SCHEDULER, names=MODEL_INPUTS)
     sigmas = schedule(main_model, sampler_name, scheduler, steps, denoise)
     n = len(sigmas) - 1
-    total = model_calls(sampler_name, n, reflected_steps(n, reflect_steps))
+    total = model_calls(sampler_name, sigmas, reflected_steps(n, reflect_steps))
     return io.NodeOutput(glue.sample_with_guider(guider, glue.base_sampler(sampler_name)[0], sigmas, latent_image,
                                                  seed, total, "cfg / strong_cfg / weak_cfg"))
 
@@ -407,8 +407,9 @@ class WeakStrongReflection(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, steps=None, reflect_steps=None, sampler_name=None):
-        return validate_reflection(cls, steps, sampler_name, "reflect_steps", reflect_steps)
+    def validate_inputs(cls, steps=None, reflect_steps=None, sampler_name=None, scheduler=None, inversion=None):
+        return validate_reflection(cls, steps, sampler_name, "reflect_steps", reflect_steps, scheduler=scheduler,
+                                   inversion=inversion)
 
     @classmethod
     def execute(cls, model, positive, negative, cfg, strong_cfg, weak_cfg, seed, steps, sampler_name, scheduler,
@@ -479,8 +480,10 @@ class WeakStrongReflectionLoRA(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, steps=None, reflect_steps=None, sampler_name=None):
-        return validate_reflection(cls, steps, sampler_name, "reflect_steps", reflect_steps)
+    def validate_inputs(cls, steps=None, reflect_steps=None, sampler_name=None, scheduler=None, inversion=None,
+                        lora_name=None):
+        return validate_reflection(cls, steps, sampler_name, "reflect_steps", reflect_steps, scheduler=scheduler,
+                                   inversion=inversion, lora_name=lora_name)
 
     @classmethod
     def execute(cls, model, lora_name, strong_strength, weak_strength, main_strength, positive, negative, cfg,
@@ -518,6 +521,10 @@ class WeakStrongGuiderNode(io.ComfyNode):
             ],
             outputs=[io.Guider.Output()],
         )
+
+    @classmethod
+    def validate_inputs(cls, inversion=None):
+        return glue.combos_checked(cls, inversion=inversion)
 
     @classmethod
     def execute(cls, strong, weak, main, reflect_steps, inversion, reference_scaling) -> io.NodeOutput:

@@ -14,7 +14,7 @@ import torch
 import comfy.samplers
 from comfy_api.latest import io
 
-from ..samplers import zigzag as zz
+from ..samplers import calls, zigzag as zz
 from . import compat as glue
 
 REFERENCE_SCHEDULER = "ddim_reference"
@@ -33,10 +33,11 @@ INVERSION_TOOLTIP = (
     "altogether, as in the reference, and inversion_cfg is then ignored.")
 
 
-def model_calls(sampler_name: str, n_steps: int, reflected_steps: int, rounds: int = 1) -> int:
-    """Model evaluations of a reflection run (the length of its progress bar)."""
-    per = glue.EVALS_PER_STEP.get(sampler_name, 1)
-    return zz.evaluations(n_steps, reflected_steps, rounds, 2.0, 2.0, evals_per_step=per)["model_calls"]
+def model_calls(sampler_name: str, sigmas, reflected_steps: int, rounds: int = 1) -> int:
+    """Model evaluations of a reflection run over ``sigmas`` (the length of its progress bar)."""
+    n = len(sigmas) - 1
+    plain = calls.run_calls(sampler_name, n, ends_at_zero=bool(sigmas[-1] == 0))
+    return zz.evaluations(n, reflected_steps, rounds, 2.0, 2.0, sampler_calls=plain)["model_calls"]
 
 
 class ZigzagSampler(comfy.samplers.KSAMPLER):
@@ -65,15 +66,15 @@ class ZigzagSampler(comfy.samplers.KSAMPLER):
     def reflected_steps(self, n_steps: int) -> int:
         return zz.resolve_steps(self.lambda_steps, n_steps)
 
-    def total_calls(self, n_steps: int) -> int:
-        return model_calls(self.sampler_name, n_steps, self.reflected_steps(n_steps), self.rounds)
+    def total_calls(self, sigmas) -> int:
+        return model_calls(self.sampler_name, sigmas, self.reflected_steps(len(sigmas) - 1), self.rounds)
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
         n = len(sigmas) - 1
         zz.check_args(n, self.reflected_steps(n), self.rounds, self.inversion)
         glue.check_samples(latent_image if latent_image is not None else noise, "latent_image")
-        self._callback, self._total = callback, self.total_calls(n)
+        self._callback, self._total = callback, self.total_calls(sigmas)
         self._guider = model_wrap
         self._unit_start = self.reference_scaling and (latent_image is None or not torch.count_nonzero(latent_image))
         try:
@@ -131,7 +132,11 @@ class Reflector:
         # a multi-evaluation step (heun, dpm_2, dpmpp_sde, ...) reports itself after its first call: its
         # other calls come after the callback and before the next step's first call
         i = int(info["i"])
-        self.next_step, self.fresh, self.skip = i + 1, True, glue.calls_in_step(self.sampler_name, self.sigmas, i) - 1
+        self.next_step = i + 1
+        if self.next_step >= self.lam:  # nothing left to reflect (and no step to follow: dpm_fast at lambda 0)
+            self.fresh, self.skip = False, 0
+            return
+        self.fresh, self.skip = True, glue.calls_in_step(self.sampler_name, self.sigmas, i) - 1
 
     def _role(self, name, kwargs, s_in):
         role = self.roles[name]
@@ -162,11 +167,12 @@ class Reflector:
         return self._model(x, sigma, **kwargs)
 
 
-def validate_reflection(node_cls, steps, sampler_name, reflected_name: str, reflected):
-    """validate_inputs of a reflecting node: the inputs it names (ComfyUI then skips its own checks of them)
-    checked as ComfyUI would, the sampler able to reflect, and fewer reflected steps than steps (-1: all but
-    the last). None: linked or not known yet."""
-    error, v = glue.named_inputs(node_cls, steps=steps, sampler_name=sampler_name, **{reflected_name: reflected})
+def validate_reflection(node_cls, steps, sampler_name, reflected_name: str, reflected, **dropdowns):
+    """validate_inputs of a reflecting node: the inputs it names (ComfyUI then skips its own checks of them;
+    ``dropdowns``: its other Combo inputs, glue.combos_checked) checked as ComfyUI would, the sampler able to
+    reflect, and fewer reflected steps than steps (-1: all but the last). None: linked or not known yet."""
+    error, v = glue.named_inputs(node_cls, steps=steps, sampler_name=sampler_name, **{reflected_name: reflected},
+                                 **dropdowns)
     if error:
         return error
     steps, reflected = v["steps"], v[reflected_name]
@@ -244,8 +250,9 @@ class ZigzagKSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, steps=None, zigzag_steps=None, sampler_name=None):
-        return validate_reflection(cls, steps, sampler_name, "zigzag_steps", zigzag_steps)
+    def validate_inputs(cls, steps=None, zigzag_steps=None, sampler_name=None, scheduler=None, inversion=None):
+        return validate_reflection(cls, steps, sampler_name, "zigzag_steps", zigzag_steps, scheduler=scheduler,
+                                   inversion=inversion)
 
     @classmethod
     def execute(cls, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
@@ -258,7 +265,7 @@ class ZigzagKSampler(io.ComfyNode):
             return io.NodeOutput(latent_image)
         sigmas = schedule(model, sampler_name, scheduler, steps, denoise)
         out = glue.sample_with(model, sampler, sigmas, positive, negative, cfg, latent_image, seed,
-                               sampler.total_calls(len(sigmas) - 1), "cfg / inversion_cfg")
+                               sampler.total_calls(sigmas), "cfg / inversion_cfg")
         return io.NodeOutput(out)
 
 
@@ -286,8 +293,9 @@ class SamplerZigzag(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, sampler_name=None, zigzag_steps=None):
-        return validate_reflection(cls, None, sampler_name, "zigzag_steps", zigzag_steps)  # steps: the sigmas'
+    def validate_inputs(cls, sampler_name=None, zigzag_steps=None, inversion=None):
+        # steps: the sigmas'
+        return validate_reflection(cls, None, sampler_name, "zigzag_steps", zigzag_steps, inversion=inversion)
 
     @classmethod
     def execute(cls, sampler_name, inversion_cfg, zigzag_steps, rounds, inversion, reference_scaling) -> io.NodeOutput:

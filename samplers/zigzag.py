@@ -89,23 +89,25 @@ def guidance_branches(g: float) -> int:
 
 
 def evaluations(steps: int, lambda_steps: int, rounds: int, gamma1: float, gamma2: float,
-                inversion: str = "published", evals_per_step: int = 1) -> dict:
+                inversion: str = "published", sampler_calls: Optional[int] = None) -> dict:
     """Batch items through the diffusion model per image (CFG branches counted).
 
     ``minimal``: ours. The zig is KSampler's CFG (one branch only at a
     guidance of 1); the zag needs only the unconditional branch at a guidance
     of 0 and only the conditional one at 1. ``reference``: the reference code,
-    which runs both branches whenever gamma_1 > 1.
+    which runs both branches whenever gamma_1 > 1. ``sampler_calls``: model calls of
+    the base sampler's run over the ``steps`` (samplers/calls.py run_calls; default
+    one per step, as DDIM).
     """
     g2 = zag_guidance(gamma1, gamma2, inversion)
-    zig = cfg_branches(gamma1)  # a reflection's zig is one model call; the sampler's steps take evals_per_step
+    plain = steps if sampler_calls is None else sampler_calls
+    zig = cfg_branches(gamma1)  # a reflection's zig is one model call, whatever the sampler
     zag = guidance_branches(g2)
-    minimal = steps * zig * evals_per_step + lambda_steps * rounds * (zag + zig)
+    minimal = plain * zig + lambda_steps * rounds * (zag + zig)
     ref_b = 2 if gamma1 > 1.0 else 1
-    reference = steps * ref_b * evals_per_step + lambda_steps * rounds * 2 * ref_b
-    calls = steps * evals_per_step + lambda_steps * rounds * 2
-    return {"minimal": minimal, "reference": reference, "model_calls": calls,
-            "plain_calls": steps * evals_per_step}
+    reference = plain * ref_b + lambda_steps * rounds * 2 * ref_b
+    calls = plain + lambda_steps * rounds * 2
+    return {"minimal": minimal, "reference": reference, "model_calls": calls, "plain_calls": plain}
 
 
 def check_args(steps: Optional[int], lambda_steps: int, rounds: int, inversion: str) -> None:

@@ -177,6 +177,7 @@ INFO_WIDTH = {"SlidingWindowGuidance": 400}  # its cost lines are the longest
 INFO_LINE, INFO_FIG = 14, 90                # js/reflect.js LINE and FIG + PAD
 TITLE_H = 30                                # the title bar, drawn above a node's pos
 H_GAP, V_GAP = 60, 40                       # free space between columns and between nodes of a column
+NODES2_WIDGET_WIDTH = 440                   # Nodes 2.0 on frontend 1.27 draws a node with widgets 430 px wide
 
 
 def _node_rows(n: dict, info: dict | None) -> tuple[int, int]:
@@ -205,8 +206,9 @@ def _layout(nodes: list, links: list, object_info: dict):
 
     * size: what the classic canvas needs (about 24 px per slot or widget row, text boxes, the pack's
       display widget), so that nodes open at their natural size;
-    * footprint: an upper bound of the rendered size in either mode (Nodes 2.0 draws about 32 px per
-      row), used only to place nodes;
+    * footprint: an upper bound of the rendered size in either mode, used only to place nodes: Nodes 2.0
+      draws about 32 px per row on frontend 1.41 (ComfyUI 0.17.0), and on 1.27 (ComfyUI 0.3.64) up to 40 px
+      per row and every node with widgets 430 px wide, whatever its saved size;
     * the specs' positions give the arrangement: nodes sharing an x form a column, ordered by y; each
       column starts right of the widest footprint of the column before it, each node below the
       footprint of the one above it (plus its title bar)."""
@@ -223,7 +225,8 @@ def _layout(nodes: list, links: list, object_info: dict):
         title_w = 70 + 8 * len(n.get("title") or object_info.get(n["type"], {}).get("display_name") or n["type"])
         width = max(n["size"][0], title_w, INFO_WIDTH.get(n["type"], 0))
         n["size"] = [width, max(n["size"][1], 40 + 24 * rows + extra + info_h)]
-        foot[n["id"]] = (width, max(n["size"][1], 48 + 32 * rows + extra + info_h))
+        foot[n["id"]] = (max(width, NODES2_WIDGET_WIDTH if n["widgets_values"] else 0),
+                         max(n["size"][1], 100 + 40 * rows + extra + info_h))
     column_x = None
     prev_width = 0
     columns = [sorted((n for n in nodes if n["pos"][0] == x), key=lambda n: n["pos"][1])

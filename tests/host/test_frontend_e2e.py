@@ -294,9 +294,15 @@ def set_vue_nodes(page, on: bool):
     if page.reflect_vue == on:
         return
     page.reflect_server.post_json(f"/settings/{VUE_SETTING}", on)
+    seen = len(page.reflect_errors)
     page.reload()
     page.wait_for_function("() => window.app?.graph && window.comfyAPI?.api?.api && "
                            "window.LiteGraph?.registered_node_types?.ZigzagKSampler", timeout=120_000)
+    # the app started again: its startup errors are judged as the fixture judges them (none from an extension)
+    restarted = page.reflect_errors[seen:]
+    del page.reflect_errors[seen:]
+    assert not [e for e in restarted if "/extensions/" in e], restarted
+    assert all(e in page.startup_errors for e in restarted), (restarted, page.startup_errors)
     assert page.evaluate("() => Boolean(window.LiteGraph.vueNodesMode)") == on
     page.reflect_vue = on
 
@@ -336,13 +342,24 @@ def covered(boxes: dict, key: str = "box") -> list:
 
 def settle(page):
     """Let the frontend lay the graph out and draw it (Nodes 2.0 measures its DOM nodes asynchronously):
-    the whole graph in view, drawn, until no node's size changes between two frames."""
-    page.evaluate("() => { app.canvas.ds.scale = 0.5; app.canvas.ds.offset = [1000, 300]; }")
+    the whole graph in view, drawn, until no node's size (LiteGraph's or its DOM element's) changes
+    between two frames."""
+    # half size, in a window large enough for the whole graph (Nodes 2.0 does not draw nodes off screen, and
+    # draws less of them at a smaller scale)
+    x0, y0, x1, y1 = page.evaluate("""() => { const ns = app.graph._nodes; return [
+        Math.min(...ns.map((n) => n.pos[0])), Math.min(...ns.map((n) => n.pos[1])) - 40,
+        Math.max(...ns.map((n) => n.pos[0] + n.size[0])), Math.max(...ns.map((n) => n.pos[1] + n.size[1]))]; }""")
+    page.set_viewport_size({"width": max(1400, int((x1 - x0 + 600) * 0.5) + 80),
+                            "height": max(900, int((y1 - y0 + 300) * 0.5) + 80)})
+    page.evaluate("([x0, y0]) => { app.canvas.ds.scale = 0.5; app.canvas.ds.offset = [80 - x0, 80 - y0]; }", [x0, y0])
     last = None
     for _ in range(40):
         page.evaluate("() => app.canvas.draw(true, true)")
         time.sleep(0.25)
-        now = page.evaluate("() => JSON.stringify(app.graph._nodes.map((n) => [n.id, ...n.size]))")
+        now = page.evaluate("""() => JSON.stringify(app.graph._nodes.map((n) => {
+            const d = document.querySelector(`[data-node-id="${n.id}"]`)?.getBoundingClientRect();
+            return [n.id, ...n.size, d?.width, d?.height];
+        }))""")
         if now == last:
             return
         last = now
@@ -442,8 +459,12 @@ def test_no_node_covers_another(frontend, vue):
                 missing = [i for i, x in b.items() if not x.get("dom")]
                 assert not missing, (name, missing)
                 found[name] += covered(b, "dom")
-                for i, x in b.items():  # LiteGraph's idea of the node follows the DOM's size
-                    assert abs(x["dom"][2] - x["box"][2]) < 2 and abs(x["dom"][3] - x["box"][3]) < 2, (name, i, x)
+                for i, x in b.items():  # LiteGraph's idea of the node follows the DOM's size (to a 1 px border
+                    # on each side, which frontend 1.27 draws outside the box); frontend 1.27 does not report a
+                    # Note's text box back to LiteGraph (its DOM rectangle is checked above)
+                    if x["type"] in ("Note", "MarkdownNote"):
+                        continue
+                    assert abs(x["dom"][2] - x["box"][2]) < 2.01 and abs(x["dom"][3] - x["box"][3]) < 2.01, (name, i, x)
     finally:
         set_vue_nodes(page, False)
     assert not {k: v for k, v in found.items() if v}, found

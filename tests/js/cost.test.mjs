@@ -41,6 +41,7 @@ test("multi-evaluation samplers: the last step to sigma 0 is a single evaluation
   assert.equal(samplerEvals("heun", 5, false), 10);
   assert.equal(samplerEvals("heunpp2", 5), 12);
   assert.equal(samplerEvals("heunpp2", 1), 1);
+  assert.equal(samplerEvals("heunpp2", 5, false), 12); // heunpp2 steps to its last sigma as to 0
   assert.equal(samplerEvals("seeds_3", 5, true), 13);
   assert.equal(samplerEvals("sa_solver_pece", 5), 9);
   assert.equal(samplerEvals("euler", 5), 5);
