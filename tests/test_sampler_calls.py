@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from samplers import calls
+from tools.reflect_pack import module
+calls = module("samplers.calls")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAMPLERS = sorted(calls.CALLS_PER_STEP) + ["euler", "ddim", "dpmpp_2m", "lcm", "uni_pc", "euler_ancestral"]
