@@ -66,15 +66,25 @@ def to_open_clip(sd):
 
 
 def write_files(models_dir, seed=0) -> dict:
-    """PickScore's ``model.safetensors`` in ``models_dir``/pickscore and HPSv2.1's
-    ``HPS_v2.1_compressed.pt`` in ``models_dir``/hpsv2 (the folders and names the loaders look for), one
-    seeded tiny CLIP in both layouts; returns {estimator: path}."""
+    """PickScore's ``model.safetensors`` in ``models_dir``/pickscore, HPSv2.1's ``HPS_v2.1_compressed.pt`` in
+    ``models_dir``/hpsv2 (one seeded tiny CLIP in both layouts), and the aesthetic predictor's head
+    (``sac+logos+ava1-l14-linearMSE.pth`` in ``models_dir``/aesthetic) on the vision half of a tiny 768-wide
+    CLIP in ``models_dir``/clip_vision: the folders and names the loaders look for; returns {estimator: path}."""
     from safetensors.torch import save_file
+    aesthetic = module("scoring.aesthetic")
     models_dir = Path(models_dir)
     sd = tiny_state_dict(seed)
-    (models_dir / "pickscore").mkdir(parents=True, exist_ok=True)
-    (models_dir / "hpsv2").mkdir(parents=True, exist_ok=True)
+    for sub in ("pickscore", "hpsv2", "aesthetic", "clip_vision"):
+        (models_dir / sub).mkdir(parents=True, exist_ok=True)
     ps, hp = models_dir / "pickscore" / "model.safetensors", models_dir / "hpsv2" / "HPS_v2.1_compressed.pt"
     save_file(sd, str(ps))
     torch.save({"state_dict": {"module." + k: v for k, v in to_open_clip(sd).items()}}, hp)
-    return {"pickscore": ps, "hpsv2.1": hp}
+    full = tiny_state_dict(seed + 1, {"embed_dim": 768, "vision": dict(CFG["vision"], act="quick_gelu"),
+                                      "text": CFG["text"]})
+    vision = {k: v for k, v in full.items() if k.startswith(("vision_model.", "visual_projection."))}
+    save_file(vision, str(models_dir / "clip_vision" / aesthetic.CLIP_WEIGHTS))
+    g = torch.Generator().manual_seed(seed + 2)
+    head = {k: torch.randn(v.shape, generator=g) / 8 for k, v in aesthetic.AestheticHead().state_dict().items()}
+    ae = models_dir / "aesthetic" / aesthetic.HEAD
+    torch.save(head, ae)
+    return {"pickscore": ps, "hpsv2.1": hp, "aesthetic": ae}

@@ -72,6 +72,32 @@ def reflect_nodes(reflect_pack):
 
 
 @pytest.fixture(scope="session")
+def Z(reflect_pack):
+    """nodes/zigzag.py as ComfyUI loaded it."""
+    return reflect_pack.nodes.zigzag
+
+
+@pytest.fixture(scope="session")
+def W(reflect_pack):
+    """nodes/w2sd.py as ComfyUI loaded it."""
+    return reflect_pack.nodes.w2sd
+
+
+@pytest.fixture(scope="session")
+def S(reflect_pack):
+    """nodes/swg.py as ComfyUI loaded it."""
+    return reflect_pack.nodes.swg
+
+
+@pytest.fixture(scope="session")
+def M(comfy_env):
+    """ComfyUI's node classes, comfy_extras included (SamplerCustomAdvanced, CFGGuider, PAG, ...)."""
+    hostlib.init_builtin_nodes()
+    import nodes
+    return nodes.NODE_CLASS_MAPPINGS
+
+
+@pytest.fixture(scope="session")
 def testnodes(comfy_env):
     return hostlib.load_testnodes()
 

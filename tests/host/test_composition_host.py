@@ -13,23 +13,6 @@ OFF_SCHEDULE = ("dpm_fast", "dpm_adaptive")
 
 
 @pytest.fixture(scope="module")
-def Z(reflect_pack):
-    return reflect_pack.nodes.zigzag
-
-
-@pytest.fixture(scope="module")
-def W(reflect_pack):
-    return reflect_pack.nodes.w2sd
-
-
-@pytest.fixture(scope="module")
-def M(comfy_env):
-    hostlib.init_builtin_nodes()
-    import nodes
-    return nodes.NODE_CLASS_MAPPINGS
-
-
-@pytest.fixture(scope="module")
 def sd15(tiny_model):
     m = tiny_model("sd15", "eps", seed=0)
     return m, hostlib.conditioning(m, seed=1), hostlib.conditioning(m, seed=2)

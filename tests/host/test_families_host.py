@@ -35,21 +35,8 @@ def scheduler_of(family):
 
 
 @pytest.fixture(scope="module")
-def Z(reflect_pack):
-    return reflect_pack.nodes.zigzag
-
-
-@pytest.fixture(scope="module")
 def pack(reflect_pack):
     return reflect_pack
-
-
-@pytest.fixture(scope="module")
-def M(comfy_env):
-    hostlib.init_builtin_nodes()
-    import nodes
-
-    return nodes.NODE_CLASS_MAPPINGS
 
 
 _MODELS = {}

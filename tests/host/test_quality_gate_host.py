@@ -368,3 +368,37 @@ def test_gate_refine_merge_through_the_server(comfy_server):
         assert len(entry["outputs"]["14"]["images"]) == n  # the merge has the whole batch, in order
         failed_preview = entry["outputs"].get("15", {}).get("images", [])
         assert len(failed_preview) == want_failed  # an empty failed part is skipped, not previewed
+
+
+@pytest.mark.parametrize("estimator", ["pickscore", "hpsv2.1", "aesthetic"])
+def test_every_estimator_through_the_server(comfy_server, reflect_nodes, estimator):
+    """Load Quality Model -> QualityGate through /prompt for each CLIP estimator (tiny seeded weights in the
+    published layouts and folders): the scores in /history are those of the same nodes run in this process, the
+    aesthetic predictor ignores the prompt and the others do not."""
+    import folder_paths
+    import estimators_tiny
+    estimators_tiny.write_files(comfy_server.base_dir / "models", seed=0)
+    estimators_tiny.write_files(Path(folder_paths.models_dir), seed=0)
+    info = comfy_server.object_info()
+
+    def graph(prompt):
+        return {
+            "1": {"class_type": "EmptyImage", "inputs": {"width": 48, "height": 40, "batch_size": 1, "color": 0xFF3300}},
+            "2": {"class_type": "EmptyImage", "inputs": {"width": 48, "height": 40, "batch_size": 1, "color": 0x2255AA}},
+            "3": {"class_type": "ImageBatch", "inputs": {"image1": ["1", 0], "image2": ["2", 0]}},
+            "4": hostlib.api_node(info["QualityModelLoader"], "QualityModelLoader",
+                                  {"estimator": estimator, "weights": "default", "download": "never"}),
+            "6": hostlib.api_node(info["QualityGate"], "QualityGate",
+                                  {"image_reward": ["4", 0], "images": ["3", 0], "prompt": prompt, "threshold": 0.0}),
+            "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 2]}},
+        }
+    served = [comfy_server.run_prompt(graph(p))["outputs"]["6"]["reflect_scores"] for p in ("a red fox", "a cat")]
+    images = torch.cat([torch.tensor([1.0, 0x33 / 255, 0.0]).expand(1, 40, 48, 3),
+                        torch.tensor([0x22 / 255, 0x55 / 255, 0xAA / 255]).expand(1, 40, 48, 3)])
+    model = hostlib.run_node(reflect_nodes["QualityModelLoader"], estimator=estimator, weights="default",
+                             precision="fp32", download="never")[0]
+    here = [json.loads(gate(reflect_nodes, model, images, p, per_line=False)[4])["scores"]
+            for p in ("a red fox", "a cat")]
+    assert len(served[0]) == 2 and served[0][0] != served[0][1]
+    torch.testing.assert_close(torch.tensor(served), torch.tensor(here), rtol=1e-5, atol=2e-6)
+    assert (served[0] == served[1]) == (estimator == "aesthetic")

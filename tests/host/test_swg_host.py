@@ -25,11 +25,6 @@ swg = _Swg()
 
 
 @pytest.fixture(scope="module")
-def S(reflect_pack):
-    return reflect_pack.nodes.swg
-
-
-@pytest.fixture(scope="module")
 def sd15(tiny_model):
     m = tiny_model("sd15", "eps", seed=12)
     return m, hostlib.conditioning(m, seed=1), hostlib.conditioning(m, seed=2)

@@ -14,16 +14,6 @@ PAPER = {"strong": 1.5, "weak": -1.5, "main": 0.8}
 
 
 @pytest.fixture(scope="module")
-def W(reflect_pack):
-    return reflect_pack.nodes.w2sd
-
-
-@pytest.fixture(scope="module")
-def Z(reflect_pack):
-    return reflect_pack.nodes.zigzag
-
-
-@pytest.fixture(scope="module")
 def base(tiny_model):
     m = tiny_model("sd15", "eps", seed=0)
     return m, hostlib.conditioning(m, seed=1), hostlib.conditioning(m, seed=2)

@@ -12,11 +12,6 @@ from ddim_reference import reflection_loop  # the reference loop (SD1.5 and SDXL
 
 
 @pytest.fixture(scope="module")
-def Z(reflect_pack):
-    return reflect_pack.nodes.zigzag
-
-
-@pytest.fixture(scope="module")
 def sd15(tiny_model):
     m = tiny_model("sd15", "eps", seed=0)
     return m, hostlib.conditioning(m, seed=1), hostlib.conditioning(m, seed=2)
