@@ -186,14 +186,16 @@ def resolve_files(checkpoint: str, download: str) -> dict[str, str]:
 # The model under ComfyUI's model management
 # ---------------------------------------------------------------------------
 
-# Measured on CPU with the tests' tiny random-weight ImageReward (bench/bench_quality_gate.py --precision):
-# max |score - fp32 score| over the parity images and prompts.
+# Measured by bench/bench_estimators.py --precision --arch full (the real architectures, weights at trained scale,
+# 4 images of 512 px, CPU): max |score - fp32 score| with the trunk in bf16 / fp16, the head in fp32.
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-PRECISION_ERROR = {"bf16": "about 3e-2", "fp16": "about 3e-3"}
+PRECISION_ERROR = {"imagereward": ("1e-2", "9e-4"), "pickscore": ("0.12", "2e-2"), "hpsv2.1": ("7e-4", "5e-5"),
+                   "aesthetic": ("5e-4", "1e-4")}
 PRECISION_TOOLTIP = ("Precision of the estimator's trunk (its head stays fp32). fp32 (default) is the precision of "
                      "the released weights and of the shipped percentile tables. Measured score error against fp32 "
-                     f"(tiny random-weight ImageReward on CPU): bf16 {PRECISION_ERROR['bf16']}, fp16 "
-                     f"{PRECISION_ERROR['fp16']}; near the threshold a decision can flip.")
+                     "(bf16 / fp16; real architectures, random weights): "
+                     + ", ".join(f"{k} {b} / {h}" for k, (b, h) in PRECISION_ERROR.items())
+                     + "; near the threshold a decision can flip.")
 
 
 class QualityModel:
