@@ -23,6 +23,7 @@ import latent_preview
 
 from ..samplers.calls import OFF_SCHEDULE, calls_in_step  # noqa: F401  (the reflectors follow the sampler's calls)
 
+
 def check_reflectable(sampler_name, reflected) -> str | bool:
     """True, or why ``sampler_name`` cannot run reflected steps (``reflected`` > 0 or -1: some are)."""
     if sampler_name in OFF_SCHEDULE and reflected is not None and reflected != 0:
@@ -321,6 +322,8 @@ def run_naming(name: str, shape, fn, errors=(RuntimeError, IndexError)):
         try:
             named = type(e)(f"{e} {context}")
         except Exception:  # a type that does not take one message: the context as a note
+            named = None
+        if named is None:
             e.add_note(context)
             e._reflect_context = True
             raise

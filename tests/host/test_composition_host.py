@@ -374,3 +374,34 @@ def test_every_sampler_calls_match_the_table(M, sd15, reflect_pack, monkeypatch)
                 if len(count) != want:
                     wrong[(name, steps, ends_at_zero)] = (len(count), want)
     assert not wrong
+
+
+def test_foreign_failures_keep_their_type(reflect_pack):
+    """A failure inside a sampling call keeps its type and traceback; the input being sampled is added to its
+    message once, however deep the calls nest, and the original is the cause; a type that does not take one
+    message gets the context as a note instead."""
+    glue = reflect_pack.nodes.compat
+
+    def bug():
+        return [][1]
+
+    with pytest.raises(IndexError) as info:
+        glue.run_naming("latent_image", (1, 4, 8, 8),
+                        lambda: glue.run_naming("latent_image", (1, 4, 8, 8), bug))
+    e = info.value
+    assert type(e) is IndexError
+    assert str(e) == "list index out of range (while sampling latent_image of shape (1, 4, 8, 8))"
+    assert isinstance(e.__cause__, IndexError) and e.__cause__.__traceback__ is not None
+    assert any(f.name == "bug" for f in __import__("traceback").extract_tb(e.__traceback__))
+
+    class TwoArgs(RuntimeError):
+        def __init__(self, code, text):
+            super().__init__(f"{code}: {text}")
+
+    def fails():
+        raise TwoArgs(7, "inside ComfyUI")
+
+    with pytest.raises(TwoArgs) as info:
+        glue.run_naming("samples", (2, 4, 8, 8), fails)
+    assert str(info.value) == "7: inside ComfyUI"
+    assert info.value.__notes__ == ["(while sampling samples of shape (2, 4, 8, 8))"]
