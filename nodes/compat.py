@@ -21,7 +21,7 @@ import comfy.utils
 import folder_paths
 import latent_preview
 
-from ..samplers.calls import OFF_SCHEDULE, calls_in_step  # noqa: F401  (the reflectors follow the sampler's calls)
+from ..samplers.calls import OFF_SCHEDULE, STATE_NOT_INPUT, calls_in_step  # noqa: F401  (the reflectors follow it)
 
 
 def check_reflectable(sampler_name, reflected) -> str | bool:
@@ -29,6 +29,10 @@ def check_reflectable(sampler_name, reflected) -> str | bool:
     if sampler_name in OFF_SCHEDULE and reflected is not None and reflected != 0:
         return (f"sampler_name: '{sampler_name}' does not step along the scheduler's sigmas (it picks its own "
                 f"noise levels), so its steps cannot be reflected; pick another sampler or set no reflected steps")
+    if sampler_name in STATE_NOT_INPUT and reflected is not None and reflected != 0:
+        return (f"sampler_name: '{sampler_name}' evaluates the model on a copy of its latent (or corrects from the "
+                f"previous one), so a reflection cannot reach the latent it steps; pick another sampler (euler, "
+                f"dpmpp_2m, ...) or set no reflected steps")
     return True
 
 
@@ -265,6 +269,9 @@ def base_sampler(sampler):
                          f"got {type(sampler).__name__}")
     name = getattr(sampler.sampler_function, "__name__", "")
     name = name[len("sample_"):] if name.startswith("sample_") else name
+    # the functions whose names are not the sampler's (comfy/samplers.py sampler_object / ksampler, 0.3.64, 0.17.0)
+    name = {"unipc": "uni_pc", "unipc_bh2": "uni_pc_bh2", "dpm_fast_function": "dpm_fast",
+            "dpm_adaptive_function": "dpm_adaptive"}.get(name, name)
     return sampler, name
 
 
@@ -308,9 +315,9 @@ def is_oom(e: BaseException) -> bool:
 
 
 def run_naming(name: str, shape, fn, errors=(RuntimeError, IndexError)):
-    """``fn()``; a failure in it (not an interrupt or out-of-memory) keeps its type and traceback and gets the
-    input it was sampling added to its message as context (e.g. a latent too small for the network), the
-    original chained as its cause; once, however deep the calls nest."""
+    """``fn()``; a failure in it (not an interrupt or out-of-memory) is re-raised as itself (its type, attributes
+    and traceback), with the input it was sampling added to its message as context (e.g. a latent too small for
+    the network); once, however deep the calls nest."""
     try:
         return fn()
     except comfy.model_management.InterruptProcessingException:
@@ -319,16 +326,12 @@ def run_naming(name: str, shape, fn, errors=(RuntimeError, IndexError)):
         if is_oom(e) or getattr(e, "_reflect_context", False):
             raise
         context = f"(while sampling {name} of shape {tuple(shape)})"
-        try:
-            named = type(e)(f"{e} {context}")
-        except Exception:  # a type that does not take one message: the context as a note
-            named = None
-        if named is None:
+        e._reflect_context = True
+        if len(e.args) == 1 and isinstance(e.args[0], str):  # the message ComfyUI shows (str(e)) gets the context
+            e.args = (f"{e.args[0]} {context}",)
+        elif hasattr(e, "add_note"):  # Python >= 3.11: in the traceback
             e.add_note(context)
-            e._reflect_context = True
-            raise
-        named._reflect_context = True
-        raise named.with_traceback(e.__traceback__) from e
+        raise
 
 
 def check_result(x: torch.Tensor, names: str) -> torch.Tensor:

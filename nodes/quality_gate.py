@@ -193,7 +193,8 @@ PRECISION_ERROR = {"imagereward": ("1e-2", "9e-4"), "pickscore": ("0.12", "2e-2"
                    "aesthetic": ("5e-4", "1e-4")}
 PRECISION_TOOLTIP = ("Precision of the estimator's trunk (its head stays fp32). fp32 (default) is the precision of "
                      "the released weights and of the shipped percentile tables. Measured score error against fp32 "
-                     "(bf16 / fp16; real architectures, random weights): "
+                     "(bf16 / fp16; real architectures with random weights, 4 images on a CPU: the order of "
+                     "magnitude): "
                      + ", ".join(f"{k} {b} / {h}" for k, (b, h) in PRECISION_ERROR.items())
                      + "; near the threshold a decision can flip.")
 

@@ -169,6 +169,7 @@ class W2SDSampler(ZigzagSampler):
     def __init__(self, base, reflect_steps: int, inversion: str, reference_scaling: bool):
         super().__init__(base, 0.0, max(reflect_steps, 0), 1, inversion, reference_scaling)
         self.reflect = int(reflect_steps)
+        self.refuse_unreflectable(self.reflect)
 
     def reflected_steps(self, n_steps: int) -> int:
         return reflected_steps(n_steps, self.reflect)

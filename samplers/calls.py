@@ -20,8 +20,14 @@ CALLS_PER_STEP = {
 }
 
 # Samplers that do not step along the sigmas they are given (DPM-Solver's own time grid, or adaptive
-# step sizes): there is no step i at sigma_i, and no fixed count of calls.
+# step sizes): there is no step i at sigma_i (dpm_fast makes one call per step of its own grid, dpm_adaptive
+# as many as its error control needs).
 OFF_SCHEDULE = ("dpm_fast", "dpm_adaptive")
+
+# Samplers whose model input at the start of a step is not the latent they step: uni_pc evaluates a rescaled
+# copy of its own latent, sa_solver evaluates its prediction and then corrects from the previous latent. A
+# reflection written into that input would be lost or mixed with the unreflected latent.
+STATE_NOT_INPUT = ("uni_pc", "uni_pc_bh2", "sa_solver", "sa_solver_pece")
 
 
 def calls_in_step(sampler_name: str, sigmas: Sequence, i: int) -> int:

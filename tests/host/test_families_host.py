@@ -231,7 +231,7 @@ def test_sliding_window_guidance_temporal_windows(pack, family):
 
 # the shipped workflows' settings (workflows/zsampling_flux.json, zsampling_wan21_t2v.json) at test size
 SHIPPED = {"flux": dict(cfg=1.0, sampler="euler", inversion="paper"),
-           "wan21": dict(cfg=6.0, sampler="uni_pc", inversion="published")}
+           "wan21": dict(cfg=6.0, sampler="euler", inversion="published")}
 
 
 @pytest.mark.parametrize("family", sorted(SHIPPED))

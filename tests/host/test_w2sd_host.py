@@ -8,7 +8,7 @@ import torch
 
 import hostlib
 from ddim_reference import reflection_loop
-from test_zigzag_host import OFF_SCHEDULE, CountItems, zigzag
+from test_zigzag_host import NOT_REFLECTABLE, CountItems, zigzag
 
 PAPER = {"strong": 1.5, "weak": -1.5, "main": 0.8}
 
@@ -157,7 +157,7 @@ def test_every_sampler_equal_sides_is_zigzag(W, Z, base, cfg):
     latent = hostlib.empty_latent(batch=1, height=8, width=8)
     bad = {}
     for name in comfy.samplers.SAMPLER_NAMES:
-        if name in OFF_SCHEDULE:  # refused at graph time (test_zigzag_host), as by ZigzagKSampler
+        if name in NOT_REFLECTABLE:  # refused at graph time (test_zigzag_host), as by ZigzagKSampler
             msg = W.WeakStrongReflection.validate_inputs(steps=4, reflect_steps=-1, sampler_name=name)
             if not (isinstance(msg, str) and msg.startswith(f"sampler_name: '{name}'")):
                 bad[name] = f"not refused at graph time: {msg!r}"
