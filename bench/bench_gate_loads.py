@@ -32,22 +32,17 @@ class Loads(logging.Handler):
         self.count += "Requested to load ImageReward" in record.getMessage()
 
 
-def write_model(folder: str, ir) -> str:
-    """The release layout: ImageReward.safetensors, med_config.json (the release's, datasets/) and a
-    bert-base-uncased-sized vocab.txt."""
+def write_model(folder: str) -> str:
+    """The release layout: ImageReward.safetensors (bench_quality_gate.py's seeded full-size model),
+    med_config.json (the release's, datasets/) and its bert-base-uncased-sized vocab.txt."""
     import torch
     from safetensors.torch import save_file
-    torch.manual_seed(0)
-    model = ir.ImageReward()
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.02)
+    from bench.bench_quality_gate import _Tok, build
     os.makedirs(folder, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(folder, "ImageReward.safetensors"))
+    sd = build("cpu", torch.float32).state_dict()
+    save_file({k: v.contiguous() for k, v in sd.items()}, os.path.join(folder, "ImageReward.safetensors"))
     shutil.copy(os.path.join(HERE, "datasets", "imagereward_med_config.json"), os.path.join(folder, "med_config.json"))
-    specials = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    words = [f"w{i}" for i in range(30522 - len(specials) - 26)] + [chr(97 + i) for i in range(26)]
-    with open(os.path.join(folder, "vocab.txt"), "w") as f:
-        f.write("\n".join(specials + words) + "\n")
+    _Tok.vocab_file(os.path.join(folder, "vocab.txt"))
     return "ImageReward.safetensors"
 
 
@@ -66,9 +61,8 @@ def main():
     import folder_paths
     pack = hostlib.load_pack()
     nodes = hostlib.pack_nodes()
-    ir = sys.modules[f"{pack.__name__}.scoring.imagereward"]
     qmod = sys.modules[f"{pack.__name__}.nodes.quality_gate"]
-    name = write_model(folder_paths.get_folder_paths(qmod.FOLDER)[0], ir)
+    name = write_model(folder_paths.get_folder_paths(qmod.FOLDER)[0])
     scorer = hostlib.run_node(nodes["ImageRewardLoader"], checkpoint=name, download="never", precision="fp32")[0]
 
     loads = Loads()
@@ -92,7 +86,8 @@ def main():
     for k in range(2, a.calls + 1):
         dt, n = gate()
         if k == a.calls:
-            rows.append((f"{k}th consecutive call",) + (dt, n))
+            suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+            rows.append((f"{k}{suffix} consecutive call",) + (dt, n))
     mm.unload_all_models()  # ComfyUI's own eviction: the next call loads again
     rows.append(("call after ComfyUI evicted it",) + gate())
     params = sum(p.numel() for p in scorer.patcher.model.parameters()) / 1e6

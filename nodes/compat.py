@@ -21,7 +21,7 @@ import comfy.utils
 import folder_paths
 import latent_preview
 
-from ..samplers.calls import OFF_SCHEDULE, STATE_NOT_INPUT, calls_in_step  # noqa: F401  (the reflectors follow it)
+from ..samplers.calls import OFF_SCHEDULE, STATE_NOT_INPUT
 
 
 def check_reflectable(sampler_name, reflected) -> str | bool:

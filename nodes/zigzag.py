@@ -142,7 +142,7 @@ class Reflector:
         if self.next_step >= self.lam:  # nothing left to reflect (nor a step to follow: dpm_adaptive at lambda 0)
             self.fresh, self.skip = False, 0
             return
-        self.fresh, self.skip = True, glue.calls_in_step(self.sampler_name, self.sigmas, i) - 1
+        self.fresh, self.skip = True, calls.calls_in_step(self.sampler_name, self.sigmas, i) - 1
 
     def _role(self, name, kwargs, s_in):
         role = self.roles[name]
